@@ -1,0 +1,171 @@
+"""The `trilemma` command line: train, sample, export (also `python -m trilemma`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .errors import TrilemmaError
+
+SAMPLER_CHOICES = ["ddpm", "ddim", "dpmpp"]
+SPACING_CHOICES = ["leading", "trailing", "linspace", "quadratic", "logsnr"]
+
+
+class _Group(click.Group):
+    """Turns TrilemmaError (bad user input) into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except TrilemmaError as e:
+            click.echo(f"trilemma: error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.version_option(package_name="trilemma")
+def main():
+    """trilemma: fast diffusion models measured on speed, quality and diversity.
+
+    \b
+    Example:
+      trilemma train configs/toy2d-ddpm.yaml --out runs/toy
+      trilemma sample runs/toy --sampler ddim --steps 20 -n 2500 --out toy.png
+    """
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. --set train.lr=3e-4.")
+@click.option("--steps", type=int, default=None, help="Training steps (overrides train.steps).")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run directory [default: runs/<config name>].")
+@click.option("--resume", is_flag=True, help="Continue the checkpoint in --out exactly where it stopped.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved config as JSON and exit.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(config, overrides, steps, out, resume, dry_run, quiet):
+    """Train a model from a YAML CONFIG.
+
+    \b
+    Example:
+      trilemma train configs/digits-ddpm.yaml --set train.lr=5e-4 --steps 2000 --out runs/digits
+    """
+    from .config import load_config, to_dict
+
+    cfg = load_config(config, list(overrides) + ([f"train.steps={steps}"] if steps is not None else []))
+    out = Path(out) if out else Path("runs") / Path(config).stem
+    if dry_run:
+        click.echo(json.dumps(to_dict(cfg), indent=2))
+        return
+    if resume:
+        _check_resume_config(cfg, out)
+    from .training import train as run
+
+    ckpt = run(cfg, out, resume=resume, progress=not quiet)
+    click.echo(f"checkpoint: {ckpt}\nsamples: {out / 'samples'}")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _check_resume_config(cfg, out: Path) -> None:
+    """--resume must continue the same run: only train.steps may change."""
+    from .checkpoint import load_checkpoint
+    from .config import to_dict
+
+    old, new = _flat(to_dict(load_checkpoint(out / "checkpoint").cfg)), _flat(to_dict(cfg))
+    diff = [k for k in new if k != "train.steps" and old.get(k) != new[k]]
+    if diff:
+        raise TrilemmaError(f"{out}/checkpoint: --resume with a different config ({', '.join(diff)}); only train.steps may change")
+
+
+@main.command()
+@click.argument("ckpt", type=click.Path())
+@click.option("--sampler", type=click.Choice(SAMPLER_CHOICES), default="ddim", help="ddpm = ancestral, ddim, dpmpp = DPM-Solver++(2M).")
+@click.option("--steps", type=int, default=50, help="Sampling steps (network evaluations).")
+@click.option("--eta", type=float, default=0.0, help="DDIM noise scale in [0, 1].")
+@click.option("--spacing", type=click.Choice(SPACING_CHOICES), default=None, help="Time grid [default: leading; linspace for dpmpp].")
+@click.option("-n", "num", type=int, default=64, help="Number of samples.")
+@click.option("--seed", type=int, default=0, help="Seed of the initial noise and the sampler's noise.")
+@click.option("--noise", type=click.Path(dir_okay=False), default=None, help="Start from x_T in a .npy file of shape (n, *sample_shape).")
+@click.option("--out", type=click.Path(dir_okay=False), default="samples.png", help="Plot path; raw samples go to the same name with .npz.")
+@click.option("--device", default=None, help="cpu, cuda, mps [default: cuda if available, else cpu].")
+def sample(ckpt, sampler, steps, eta, spacing, num, seed, noise, out, device):
+    """Draw samples from a checkpoint: a PNG grid (images) or scatter plot (2-D) and an .npz.
+
+    \b
+    Example:
+      trilemma sample runs/digits-ddpm --sampler dpmpp --steps 10 -n 64 --seed 1 --out d.png
+    """
+    import numpy as np
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .denoiser import CountNFE
+    from .families import denoiser_from_checkpoint
+    from .plotting import save_samples
+    from .samplers import generate
+
+    if not 0.0 <= eta <= 1.0:
+        raise TrilemmaError(f"--eta must be in [0, 1], got {eta}")
+    if num < 1:
+        raise TrilemmaError(f"-n must be >= 1, got {num}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ck = load_checkpoint(ckpt)
+    x_T = None
+    if noise is not None:
+        try:
+            x_T = torch.from_numpy(np.load(noise, allow_pickle=False)).float()
+        except (OSError, ValueError) as e:
+            raise TrilemmaError(f"{noise}: not a readable .npy array ({str(e).splitlines()[0]})") from None
+        if tuple(x_T.shape[1:]) != ck.sample_shape:
+            raise TrilemmaError(f"{noise}: shape {tuple(x_T.shape)} does not match (n, {', '.join(map(str, ck.sample_shape))})")
+        num = x_T.shape[0]
+    den = CountNFE(denoiser_from_checkpoint(ck, device))
+    spacing = spacing or ("linspace" if sampler == "dpmpp" else "leading")
+    t0 = time.perf_counter()
+    x = generate(den, num, ck.sample_shape, sampler=sampler, steps=steps, eta=eta, spacing=spacing, seed=seed,
+                 noise=x_T, device=device)
+    seconds = time.perf_counter() - t0
+    out = Path(out)
+    raw = out.with_suffix(".npz")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(raw, samples=x.cpu().numpy(), sampler=sampler, steps=steps, eta=eta, seed=seed, nfe=den.nfe)
+    if out.suffix.lower() != ".npz":
+        reference = None
+        if len(ck.sample_shape) == 1:
+            from .data import load_dataset
+
+            reference = load_dataset(ck.cfg.data, "test").x[:2000]
+        save_samples(x, out, reference, title=f"{sampler}-{steps} ({den.nfe} NFE)")
+    click.echo(f"{num} samples, {den.nfe} NFE, {seconds:.2f} s -> {out}" + (f" and {raw}" if out != raw else ""))
+
+
+@main.command()
+@click.argument("ckpt", type=click.Path())
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--format", "fmt", type=click.Choice(["diffusers"]), default="diffusers", help="Export format.")
+def export(ckpt, out, fmt):
+    """Export CKPT (a checkpoint or run directory) to OUT.
+
+    \b
+    Example:
+      trilemma export runs/digits-ddpm --format diffusers exported/digits
+      python -c "from diffusers import DDIMPipeline; DDIMPipeline.from_pretrained('exported/digits')"
+    """
+    from .checkpoint import load_checkpoint
+    from .export import export_diffusers
+
+    path = export_diffusers(load_checkpoint(ckpt), out)
+    click.echo(f"diffusers DDIMPipeline written to {path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

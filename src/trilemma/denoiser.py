@@ -1,0 +1,98 @@
+"""The one contract samplers see: denoiser(z_t, t) -> x0_hat, plus the NFE counter.
+
+A backbone network never sees schedule conventions: `PredictionDenoiser` turns an eps-, v- or
+x0-predicting network into a denoiser (k-diffusion `external.py`, EDM `EDMPrecond` do the same).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .errors import TrilemmaError
+from .schedules import Schedule, alpha_sigma
+
+PREDICTIONS = ("eps", "v", "x0")
+
+
+def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Per-sample scalars (B,) or () -> (B, 1, ..., 1) in like's dtype, for broadcasting."""
+    v = v.to(device=like.device, dtype=like.dtype)
+    if v.ndim == 0:
+        return v
+    return v.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def _times(t, z: torch.Tensor) -> torch.Tensor:
+    """A scalar or (B,) time -> (B,) float tensor on z's device."""
+    if not torch.is_tensor(t):
+        # Python floats keep their full precision (MPS has no float64)
+        t = torch.tensor(float(t), dtype=torch.float32 if z.device.type == "mps" else torch.float64)
+    t = t.to(z.device)
+    if not t.is_floating_point():
+        t = t.to(torch.float32)
+    return t.expand(z.shape[0]) if t.ndim == 0 else t
+
+
+def target_for(prediction: str, x: torch.Tensor, eps: torch.Tensor, alpha, sigma) -> torch.Tensor:
+    """What the network regresses: eps (Ho et al. eq. 14), v = alpha eps - sigma x (Salimans &
+    Ho 2022, sec. 4) or x itself."""
+    if prediction == "eps":
+        return eps
+    if prediction == "v":
+        return alpha * eps - sigma * x
+    return x
+
+
+def x0_from_output(prediction: str, z, out, alpha, sigma) -> torch.Tensor:
+    """Invert `target_for`: x0 from the network output at z_t = alpha x + sigma eps."""
+    if prediction == "eps":
+        return (z - sigma * out) / alpha
+    if prediction == "v":
+        return alpha * z - sigma * out
+    return out
+
+
+def eps_from_x0(schedule: Schedule, z: torch.Tensor, x0: torch.Tensor, t) -> torch.Tensor:
+    """eps_hat = (z_t - alpha_t x0_hat) / sigma_t: what samplers derive from the denoiser."""
+    a, s = alpha_sigma(schedule, _times(t, z))
+    return (z - _bcast(a, z) * x0) / _bcast(s, z)
+
+
+class PredictionDenoiser(nn.Module):
+    """Adapts a network net(z_t, timestep) predicting eps, v or x0 to denoiser(z_t, t) -> x0_hat."""
+
+    def __init__(self, net: nn.Module, schedule: Schedule, prediction: str = "eps"):
+        super().__init__()
+        if prediction not in PREDICTIONS:
+            raise TrilemmaError(f"model.prediction: unknown prediction type {prediction!r}; choose one of {PREDICTIONS}")
+        self.net, self.schedule, self.prediction = net, schedule, prediction
+
+    def net_time(self, t: torch.Tensor) -> torch.Tensor:
+        """The conditioning the network is given at time t (diffusers' timestep convention)."""
+        return self.schedule.timestep(t).to(torch.float32)
+
+    def predict(self, z: torch.Tensor, t) -> torch.Tensor:
+        """The raw network output (eps, v or x0) at (z_t, t)."""
+        return self.net(z, self.net_time(_times(t, z)))
+
+    def forward(self, z: torch.Tensor, t) -> torch.Tensor:
+        t = _times(t, z)
+        a, s = alpha_sigma(self.schedule, t)
+        return x0_from_output(self.prediction, z, self.predict(z, t), _bcast(a, z), _bcast(s, z))
+
+
+class CountNFE(nn.Module):
+    """Counts network function evaluations: samplers never count their own (DESIGN.md)."""
+
+    def __init__(self, denoiser: nn.Module):
+        super().__init__()
+        self.denoiser, self.nfe = denoiser, 0
+
+    @property
+    def schedule(self) -> Schedule:
+        return self.denoiser.schedule
+
+    def forward(self, z, t):
+        self.nfe += 1
+        return self.denoiser(z, t)

@@ -1,0 +1,50 @@
+"""Export a DDPM-family image checkpoint to a diffusers pipeline folder (DDIMPipeline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .checkpoint import Checkpoint
+from .errors import TrilemmaError
+from .families import build_family
+from .networks import UNet
+
+PREDICTION_TYPES = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}
+
+
+def export_diffusers(ck: Checkpoint, out: str | Path) -> Path:
+    """Write `out/` with unet/, scheduler/ and model_index.json, loadable by
+    `diffusers.DDIMPipeline.from_pretrained(out)`; the scheduler config reproduces our schedule."""
+    from diffusers import DDIMPipeline, DDIMScheduler
+
+    out = Path(out)
+    cfg = ck.cfg
+    if cfg.family != "ddpm":
+        raise TrilemmaError(f"{ck.path}: export --format diffusers supports ddpm-family checkpoints, not {cfg.family!r}")
+    if cfg.schedule.name != "linear-beta":
+        raise TrilemmaError(f"{ck.path}: diffusers has no exact equivalent of the {cfg.schedule.name!r} schedule; only linear-beta exports")
+    if len(ck.sample_shape) != 3:
+        raise TrilemmaError(f"{ck.path}: only image models export to a diffusers pipeline (this one has samples of shape {ck.sample_shape})")
+    if out.exists() and any(out.iterdir()):
+        raise TrilemmaError(f"{out}: already exists and is not empty; choose another output folder")
+    family = build_family(cfg, ck.sample_shape)
+    family.modules.load_state_dict(ck.weights)
+    net = family.modules["net"]
+    assert isinstance(net, UNet)
+    sc = cfg.schedule
+    scheduler = DDIMScheduler(
+        num_train_timesteps=sc.num_timesteps,
+        beta_start=sc.beta_start,
+        beta_end=sc.beta_end,
+        beta_schedule="linear",
+        prediction_type=PREDICTION_TYPES[cfg.model.prediction],
+        clip_sample=False,  # our samplers never clip x0_hat
+        set_alpha_to_one=True,  # the last step lands on t = 0 (alphabar = 1), as ours does
+        steps_offset=0,
+        timestep_spacing="leading",
+    )
+    pipe = DDIMPipeline(unet=net.unet.to(torch.float32), scheduler=scheduler)
+    pipe.save_pretrained(str(out), safe_serialization=True)
+    return out

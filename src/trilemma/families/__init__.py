@@ -1,0 +1,29 @@
+"""Model families on the shared core: each is a schedule, modules, phases and a loss."""
+
+from __future__ import annotations
+
+from ..errors import TrilemmaError
+from .ddpm import DDPM, ddpm_loss
+
+FAMILIES = {"ddpm": DDPM}
+
+
+def build_family(cfg, sample_shape: tuple[int, ...]):
+    """The family object a config names (a fixed table, never a lookup by arbitrary string)."""
+    if cfg.family not in FAMILIES:
+        raise TrilemmaError(f"family {cfg.family!r} is not one of {', '.join(FAMILIES)}")
+    return FAMILIES[cfg.family](cfg, sample_shape)
+
+
+__all__ = ["DDPM", "FAMILIES", "build_family", "ddpm_loss", "denoiser_from_checkpoint"]
+
+
+def denoiser_from_checkpoint(ck, device=None):
+    """The EMA denoiser of a loaded checkpoint (`checkpoint.load_checkpoint`), in eval mode."""
+    family = build_family(ck.cfg, ck.sample_shape)
+    try:
+        family.modules.load_state_dict(ck.weights)
+    except RuntimeError as e:
+        raise TrilemmaError(f"{ck.path}: weights do not match the config ({str(e).splitlines()[0]})") from None
+    family.modules.to(device).eval()
+    return family.denoiser(family.modules)

@@ -1,0 +1,192 @@
+"""Samplers: plain functions of (denoiser, schedule, x, ts) in the k-diffusion style.
+
+Every sampler has the signature `sample_<name>(denoiser, schedule, x, ts, *, generator=None,
+callback=None, **options)`, where `ts` is a decreasing grid t_N > ... > t_0 = 0 (see
+`schedules.time_grid`); step skipping is just a shorter `ts`. The denoiser maps (z_t, t) to
+x0_hat; eps_hat is derived through the schedule. NFE is counted by `denoiser.CountNFE`.
+Noise levels are computed once per call in float64, outside the loop.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+
+from .schedules import Schedule, posterior
+
+__all__ = [
+    "sample_ancestral",
+    "sample_ddim",
+    "sample_ddim_inverse",
+    "sample_dpmpp_2m",
+    "slerp",
+    "ddim_interpolate",
+    "SAMPLERS",
+]
+
+Callback = Callable[[dict], None] | None
+
+
+def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Standard normal noise shaped like x, drawn on the generator's device (so a CPU generator
+    gives the same numbers whatever device x is on)."""
+    device = generator.device if generator is not None else x.device
+    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+
+
+def _levels(schedule: Schedule, ts) -> tuple[list[float], list[float], list[float]]:
+    """alpha, sigma and gamma at every grid time, as Python floats (float64)."""
+    ts = torch.as_tensor(ts, dtype=torch.float64)
+    with torch.no_grad():
+        g = schedule(ts).double().cpu()
+    return torch.sigmoid(-g).sqrt().tolist(), torch.sigmoid(g).sqrt().tolist(), g.tolist()
+
+
+def _times(ts) -> list[float]:
+    return torch.as_tensor(ts, dtype=torch.float64).tolist()
+
+
+@torch.no_grad()
+def sample_ancestral(denoiser, schedule: Schedule, x, ts, *, generator=None, callback: Callback = None):
+    """DDPM ancestral sampling: z_s ~ q(z_s | z_t, x0_hat) (Ho et al. 2020, eq. 6-7; Alg. 2).
+
+    With a DDGAN generator as the denoiser this is the DDGAN sampler (Xiao et al. 2022, eq. 9).
+    """
+    t_list = _times(ts)
+    c_z, c_x, var = posterior(schedule, torch.tensor(t_list[:-1], dtype=torch.float64), torch.tensor(t_list[1:], dtype=torch.float64))
+    c_z, c_x, std = c_z.tolist(), c_x.tolist(), var.clamp(min=0).sqrt().tolist()
+    for i, (t, s) in enumerate(zip(t_list[:-1], t_list[1:])):
+        x0 = denoiser(x, t)
+        x = c_z[i] * x + c_x[i] * x0
+        if s > 0:
+            x = x + std[i] * randn_like(x, generator)
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "denoised": x0})
+    return x
+
+
+@torch.no_grad()
+def sample_ddim(denoiser, schedule: Schedule, x, ts, *, eta: float = 0.0, generator=None, callback: Callback = None):
+    """DDIM (Song, Meng, Ermon 2021, eq. 12 and 16): eta = 0 is deterministic, eta = 1 has the
+    DDPM posterior variance."""
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    t_list = _times(ts)
+    alpha, sigma, _ = _levels(schedule, t_list)
+    for i, t in enumerate(t_list[:-1]):
+        a_t, s_t, a_s, s_s = alpha[i], sigma[i], alpha[i + 1], sigma[i + 1]
+        x0 = denoiser(x, t)
+        eps = (x - a_t * x0) / s_t
+        # sigma_eta^2 = eta^2 * sigma_s^2 / sigma_t^2 * (1 - alpha_t^2 / alpha_s^2)  (eq. 16)
+        std = eta * math.sqrt(max(s_s**2 / s_t**2 * (1 - a_t**2 / a_s**2), 0.0))
+        x = a_s * x0 + math.sqrt(max(s_s**2 - std**2, 0.0)) * eps
+        if std > 0:
+            x = x + std * randn_like(x, generator)
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "denoised": x0})
+    return x
+
+
+@torch.no_grad()
+def sample_ddim_inverse(denoiser, schedule: Schedule, x, ts, *, fixed_point_iters: int = 0, callback: Callback = None):
+    """DDIM inversion x0 -> x_T along the reversed grid (Song et al. 2021, sec. 4.3; eq. 13 run
+    backwards). Each step solves z_{t'} = alpha_{t'} (z_t - sigma_t eps) / alpha_t + sigma_{t'} eps
+    with eps = eps_hat(z_{t'}, t'); the usual inversion evaluates eps at the current point, and
+    `fixed_point_iters` > 0 refines it by fixed-point iteration, which makes DDIM(eta = 0)
+    sampling from the result reproduce x exactly when it converges."""
+    t_list = _times(ts)[::-1]  # 0 = t_0 < t_1 < ... < t_N
+    alpha, sigma, _ = _levels(schedule, t_list)
+    for i, t_next in enumerate(t_list[1:]):
+        a_t, s_t, a_n, s_n = alpha[i], sigma[i], alpha[i + 1], sigma[i + 1]
+        y = x
+        for _ in range(fixed_point_iters + 1):
+            x0 = denoiser(y, t_next)
+            eps = (y - a_n * x0) / s_n
+            y = a_n * (x - s_t * eps) / a_t + s_n * eps
+        x = y
+        if callback is not None:
+            callback({"i": i, "t": t_next, "x": x, "denoised": x0})
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(denoiser, schedule: Schedule, x, ts, *, generator=None, callback: Callback = None):
+    """DPM-Solver++(2M), multistep second order in the data prediction (Lu et al. 2022, Alg. 2),
+    first order on the first step and on the last step to sigma = 0 (as diffusers does)."""
+    t_list = _times(ts)
+    alpha, sigma, gamma = _levels(schedule, t_list)
+    lam = [-g / 2 for g in gamma]  # lambda = log(alpha / sigma) = -gamma / 2
+    x0_prev, h_prev = None, None
+    for i, t in enumerate(t_list[:-1]):
+        x0 = denoiser(x, t)
+        if sigma[i + 1] == 0.0:
+            x = x0  # the step to sigma = 0 lands on the data prediction
+        else:
+            h = lam[i + 1] - lam[i]
+            phi = -math.expm1(-h)  # 1 - e^{-h}
+            d = x0 if x0_prev is None else x0 + (x0 - x0_prev) * (h / (2 * h_prev))
+            x = (sigma[i + 1] / sigma[i]) * x + alpha[i + 1] * phi * d
+            h_prev = h
+        x0_prev = x0
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "denoised": x0})
+    return x
+
+
+SAMPLERS = {
+    "ddpm": sample_ancestral,
+    "ancestral": sample_ancestral,
+    "ddim": sample_ddim,
+    "dpmpp": sample_dpmpp_2m,
+}
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
+    """Spherical interpolation between two noises, per sample (Shoemake 1985; DDIM sec. 5.4)."""
+    af, bf = a.flatten(1), b.flatten(1)  # (B, D)
+    cos = (af * bf).sum(1) / (af.norm(dim=1) * bf.norm(dim=1))
+    theta = torch.arccos(cos.clamp(-1, 1))[:, None]  # (B, 1)
+    sin = torch.sin(theta)
+    wa = torch.where(sin > 1e-6, torch.sin((1 - w) * theta) / sin, torch.full_like(sin, 1 - w))
+    wb = torch.where(sin > 1e-6, torch.sin(w * theta) / sin, torch.full_like(sin, w))
+    return (wa * af + wb * bf).view_as(a)
+
+
+@torch.no_grad()
+def ddim_interpolate(denoiser, schedule: Schedule, x_a, x_b, ts, weights) -> torch.Tensor:
+    """Invert two data batches with DDIM, slerp their noises and decode: (len(weights), *x_a.shape)."""
+    z_a = sample_ddim_inverse(denoiser, schedule, x_a, ts)
+    z_b = sample_ddim_inverse(denoiser, schedule, x_b, ts)
+    return torch.stack([sample_ddim(denoiser, schedule, slerp(z_a, z_b, float(w)), ts) for w in weights])
+
+
+def generate(
+    denoiser,
+    n: int,
+    sample_shape: tuple[int, ...],
+    *,
+    sampler: str = "ddim",
+    steps: int = 50,
+    eta: float = 0.0,
+    spacing: str = "leading",
+    seed: int = 0,
+    noise: torch.Tensor | None = None,
+    device=None,
+    callback: Callback = None,
+) -> torch.Tensor:
+    """Draw n samples: x_T from `noise` or N(0, I) under `seed` (a CPU generator, so the same seed
+    gives the same x_T on every device), then the named sampler on `time_grid(steps, spacing)`."""
+    from .schedules import time_grid
+
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    schedule = denoiser.schedule
+    generator = torch.Generator().manual_seed(seed)
+    if noise is None:
+        noise = torch.randn((n, *sample_shape), generator=generator)
+    x = noise.to(device=device, dtype=torch.float32)
+    ts = time_grid(schedule, steps, spacing)
+    opts = {"eta": eta} if sampler == "ddim" else {}
+    return SAMPLERS[sampler](denoiser, schedule, x, ts, generator=generator, callback=callback, **opts)

@@ -1,0 +1,238 @@
+"""Noise schedules as modules t -> gamma(t), and the variance-preserving math built on them.
+
+Notation (DESIGN.md): gamma(t) = -log SNR(t), increasing in t; alpha_t^2 = sigmoid(-gamma),
+sigma_t^2 = sigmoid(gamma); z_t = alpha_t x + sigma_t eps. Every family and sampler reads noise
+levels only through a schedule, so the posterior and time-grid helpers below are the single copy
+of that math in the library.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import TrilemmaError
+
+__all__ = [
+    "Schedule",
+    "LinearBeta",
+    "Cosine",
+    "VPSDE",
+    "LinearGamma",
+    "ScheduleConfig",
+    "build_schedule",
+    "alpha_sigma",
+    "posterior",
+    "time_grid",
+    "SPACINGS",
+]
+
+
+def hi_precision(t: torch.Tensor) -> torch.Tensor:
+    """t in float64 for schedule math (MPS has no float64: float32 there)."""
+    return t.to(torch.float32 if t.device.type == "mps" else torch.float64)
+
+
+class Schedule(nn.Module):
+    """A VP noise schedule t -> gamma(t) = -log SNR(t) (Kingma et al. 2021, eq. 2-3)."""
+
+    #: number of discrete training steps, or None for a continuous-time schedule
+    num_timesteps: int | None = None
+
+    def gamma(self, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.gamma(t)
+
+    def timestep(self, t: torch.Tensor) -> torch.Tensor:
+        """The value a diffusers network is called with at time t: the index t*T - 1 for a discrete
+        schedule (diffusers' timestep k holds alphabar_{k+1}), else 1000 t."""
+        if self.num_timesteps is not None:
+            return t * self.num_timesteps - 1
+        return t * 1000.0
+
+    def sample_t(self, u: torch.Tensor) -> torch.Tensor:
+        """Training times from uniform draws u in [0, 1): the grid {1/T, ..., 1} for discrete
+        schedules (Ho et al. 2020, Alg. 1), (0, 1] for continuous ones (t = 0 has sigma = 0)."""
+        if self.num_timesteps is not None:
+            return ((u * self.num_timesteps).floor().clamp(max=self.num_timesteps - 1) + 1) / self.num_timesteps
+        return 1.0 - u
+
+
+def alpha_sigma(schedule: Schedule, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha_t = sqrt(sigmoid(-gamma)), sigma_t = sqrt(sigmoid(gamma)) (VDM eq. 3)."""
+    g = schedule(t)
+    return torch.sigmoid(-g).sqrt(), torch.sigmoid(g).sqrt()
+
+
+def posterior(schedule: Schedule, t: torch.Tensor, s: torch.Tensor):
+    """q(z_s | z_t, x) for s < t: mean = c_z z_t + c_x x, variance var (DDPM eq. 7; VDM appendix A).
+
+    With gamma: sigma_{t|s}^2 / sigma_t^2 = -expm1(gamma_s - gamma_t), which stays accurate where
+    the two noise levels are close. Computed in float64; returns (c_z, c_x, var).
+    """
+    gt = schedule(torch.as_tensor(t, dtype=torch.float64))
+    gs = schedule(torch.as_tensor(s, dtype=torch.float64))
+    a_t, a_s = torch.sigmoid(-gt).sqrt(), torch.sigmoid(-gs).sqrt()
+    s2_t, s2_s = torch.sigmoid(gt), torch.sigmoid(gs)
+    ratio = -torch.expm1(gs - gt)  # sigma_{t|s}^2 / sigma_t^2 = 1 - SNR(t)/SNR(s)
+    c_z = (a_t / a_s) * s2_s / s2_t
+    c_x = a_s * ratio
+    var = ratio * s2_s
+    return c_z, c_x, var
+
+
+class LinearBeta(Schedule):
+    """DDPM's linear betas (Ho et al. 2020, sec. 4): beta_i from beta_start to beta_end, i = 1..T.
+
+    The alphabar table is computed exactly as diffusers computes it (float32 linspace and cumprod),
+    so our samplers and diffusers' schedulers see the same noise levels. Between grid points log
+    alphabar is interpolated linearly in t; t = 0 has alphabar = 1 (gamma = -inf).
+    """
+
+    def __init__(self, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
+        super().__init__()
+        self.num_timesteps = num_timesteps
+        betas = torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float32)
+        alphabar = torch.cumprod(1.0 - betas, dim=0).to(torch.float64)
+        # log alphabar at t_i = i / T, i = 0..T
+        self.register_buffer("log_alphabar", torch.cat([alphabar.new_zeros(1), alphabar.log()]), persistent=False)
+
+    def gamma(self, t):
+        t = torch.as_tensor(t)
+        u = hi_precision(t).clamp(0, 1) * self.num_timesteps
+        lo = u.floor().clamp(max=self.num_timesteps - 1)
+        frac = u - lo
+        lo = lo.long()
+        table = self.log_alphabar.to(device=u.device, dtype=u.dtype)
+        log_ab = table[lo] * (1 - frac) + table[lo + 1] * frac
+        g = torch.log(torch.expm1(-log_ab))  # log((1 - ab) / ab)
+        return g.to(t.dtype if t.is_floating_point() else torch.float32)
+
+
+class Cosine(Schedule):
+    """Cosine schedule (Nichol & Dhariwal 2021, eq. 17), continuous in t, with gamma capped at
+    gamma_max (their beta <= 0.999 clip keeps alphabar_T > 0 the same way)."""
+
+    def __init__(self, s: float = 0.008, gamma_max: float = 20.0):
+        super().__init__()
+        self.s, self.gamma_max = s, gamma_max
+
+    def gamma(self, t):
+        t = torch.as_tensor(t)
+        u = hi_precision(t)
+        f = lambda x: torch.cos((x + self.s) / (1 + self.s) * math.pi / 2)  # noqa: E731
+        alphabar = (f(u) / f(torch.zeros_like(u))) ** 2
+        g = torch.log1p(-alphabar) - torch.log(alphabar)
+        return g.clamp(max=self.gamma_max).to(t.dtype if t.is_floating_point() else torch.float32)
+
+
+class VPSDE(Schedule):
+    """VP-SDE (Song et al. 2021; DDGAN): alphabar(t) = exp(-t^2 (b_max - b_min)/2 - t b_min)."""
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        super().__init__()
+        self.beta_min, self.beta_max = beta_min, beta_max
+
+    def gamma(self, t):
+        t = torch.as_tensor(t)
+        u = hi_precision(t)
+        neg_log_ab = 0.5 * (self.beta_max - self.beta_min) * u**2 + self.beta_min * u
+        g = torch.log(torch.expm1(neg_log_ab))
+        return g.to(t.dtype if t.is_floating_point() else torch.float32)
+
+
+class LinearGamma(Schedule):
+    """VDM's fixed baseline: gamma(t) = gamma_min + (gamma_max - gamma_min) t (Kingma et al. 2021)."""
+
+    def __init__(self, gamma_min: float = -13.3, gamma_max: float = 5.0):
+        super().__init__()
+        self.gamma_min, self.gamma_max = gamma_min, gamma_max
+
+    def gamma(self, t):
+        t = torch.as_tensor(t)
+        g = self.gamma_min + (self.gamma_max - self.gamma_min) * hi_precision(t)
+        return g.to(t.dtype if t.is_floating_point() else torch.float32)
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "linear-beta"  # linear-beta | cosine | vp-sde | linear-gamma
+    num_timesteps: int = 1000  # linear-beta: T (the grid t_i = i / T)
+    beta_start: float = 1e-4  # linear-beta
+    beta_end: float = 0.02  # linear-beta
+    beta_min: float = 0.1  # vp-sde
+    beta_max: float = 20.0  # vp-sde
+    gamma_min: float = -13.3  # linear-gamma
+    gamma_max: float = 5.0  # linear-gamma
+
+
+SCHEDULES = ("linear-beta", "cosine", "vp-sde", "linear-gamma")
+
+
+def build_schedule(cfg: ScheduleConfig) -> Schedule:
+    """Make the schedule module a config names."""
+    if cfg.name == "linear-beta":
+        return LinearBeta(cfg.num_timesteps, cfg.beta_start, cfg.beta_end)
+    if cfg.name == "cosine":
+        return Cosine()
+    if cfg.name == "vp-sde":
+        return VPSDE(cfg.beta_min, cfg.beta_max)
+    if cfg.name == "linear-gamma":
+        return LinearGamma(cfg.gamma_min, cfg.gamma_max)
+    raise TrilemmaError(f"schedule.name: unknown schedule {cfg.name!r}; choose one of {', '.join(SCHEDULES)}")
+
+
+SPACINGS = ("leading", "trailing", "linspace", "quadratic", "logsnr")
+
+
+def _invert_gamma(schedule: Schedule, g: torch.Tensor, iters: int = 80) -> torch.Tensor:
+    """t with gamma(t) = g, by bisection (gamma is increasing for every schedule)."""
+    lo, hi = torch.zeros_like(g), torch.ones_like(g)
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        above = schedule(mid) > g
+        hi, lo = torch.where(above, mid, hi), torch.where(above, lo, mid)
+    return (lo + hi) / 2
+
+
+def time_grid(schedule: Schedule, steps: int, spacing: str = "leading") -> torch.Tensor:
+    """Sampling times t_N > ... > t_1 > t_0 = 0 (float64, length steps + 1).
+
+    For discrete schedules the times sit on the training grid; "leading", "trailing" and
+    "linspace" follow diffusers' timestep_spacing (Lin et al. 2023, table 2), "quadratic" is
+    DDIM's (Song et al. 2021, appendix D.2), "logsnr" is uniform in log SNR (Lu et al. 2022).
+    For continuous schedules "leading", "trailing" and "linspace" are all uniform in t on (0, 1].
+    """
+    if steps < 1:
+        raise TrilemmaError(f"steps must be >= 1, got {steps}")
+    if spacing not in SPACINGS:
+        raise TrilemmaError(f"unknown time spacing {spacing!r}; choose one of {', '.join(SPACINGS)}")
+    T = schedule.num_timesteps
+    if T is not None and steps > T:
+        raise TrilemmaError(f"steps={steps} exceeds the schedule's {T} training steps")
+    if spacing == "logsnr":
+        with torch.no_grad():
+            g_hi = schedule(torch.tensor(1.0, dtype=torch.float64)).double()
+            g_lo = schedule(torch.tensor(1.0 / (T or 1000), dtype=torch.float64)).double()
+            t = _invert_gamma(schedule, torch.linspace(g_hi.item(), g_lo.item(), steps, dtype=torch.float64))
+        if T is not None:
+            t = (t * T).round().clamp(1, T) / T
+    elif T is None:
+        u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)[:-1]
+        t = u**2 if spacing == "quadratic" else u
+    else:
+        if spacing == "leading":  # DDIM paper / diffusers default: 0, T/N, 2T/N ... (0-based)
+            k = torch.arange(steps, dtype=torch.float64).flip(0) * (T // steps)
+        elif spacing == "trailing":
+            k = torch.round(torch.arange(T, 0, -T / steps, dtype=torch.float64)) - 1
+        elif spacing == "linspace":  # DPM-Solver's default
+            k = torch.linspace(0, T - 1, steps + 1, dtype=torch.float64).round().flip(0)[:-1]
+        else:  # quadratic
+            k = (torch.linspace(0, math.sqrt(T * 0.8), steps, dtype=torch.float64) ** 2).floor().flip(0)
+        t = (k + 1) / T
+    return torch.cat([t, t.new_zeros(1)])

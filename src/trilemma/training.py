@@ -1,0 +1,225 @@
+"""The one training loop, on HuggingFace Accelerate (CPU, one GPU, many GPUs, mixed precision).
+
+A family supplies modules, optimizer phases and an unreduced per-sample loss; this loop reduces,
+backpropagates, clips, steps, keeps an EMA, logs, draws sample grids and writes checkpoints.
+Every random draw of a step (data order, t, noise) is made for the *global* batch and sliced
+per process, so N processes with batch b train exactly like one process with batch N*b, and a
+resumed run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
+from .config import Config, to_dict
+from .data import InfiniteLoader, load_dataset
+from .errors import TrilemmaError
+from .families import build_family
+from .plotting import save_samples
+from .samplers import generate
+
+
+class ShardedRNG:
+    """Random draws for one process's slice of a global batch, from one seeded CPU generator that
+    every process advances identically (EDM's per-sample reproducibility, across processes)."""
+
+    def __init__(self, seed: int, rank: int = 0, world_size: int = 1, device=None):
+        self.gen = torch.Generator().manual_seed(seed)
+        self.rank, self.world_size, self.device = rank, world_size, device
+
+    def _slice(self, full: torch.Tensor, n: int) -> torch.Tensor:
+        return full[self.rank * n : (self.rank + 1) * n].to(self.device)
+
+    def randn(self, shape) -> torch.Tensor:
+        n = shape[0]
+        return self._slice(torch.randn((n * self.world_size, *shape[1:]), generator=self.gen), n)
+
+    def rand(self, n: int) -> torch.Tensor:
+        return self._slice(torch.rand(n * self.world_size, generator=self.gen), n)
+
+
+class EMA:
+    """Exponential moving average of module weights; the decay ramps up as min(decay,
+    (1 + step) / (10 + step)) so short runs are not dominated by the initial weights."""
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.module = copy.deepcopy(module).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, module: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        ema_p = list(self.module.parameters())
+        torch._foreach_lerp_(ema_p, [p.detach() for p in module.parameters()], 1.0 - d)
+        for b_ema, b in zip(self.module.buffers(), module.buffers()):
+            b_ema.copy_(b)
+
+
+def _rng_meta() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "python_random": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+        "numpy_random": [np_state[0], np_state[1].tolist(), *np_state[2:]],
+    }
+
+
+def _set_rng_meta(meta: dict) -> None:
+    v, state, gauss = meta["python_random"]
+    random.setstate((v, tuple(state), gauss))
+    name, keys, pos, has_gauss, cached = meta["numpy_random"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _ema_state(emas: dict[str, EMA]) -> dict[str, torch.Tensor]:
+    return {f"{name}.{k}": v for name, e in emas.items() for k, v in e.module.state_dict().items()}
+
+
+def _lr_at(cfg: Config, step: int) -> float:
+    """Linear warm-up to the peak learning rate, then constant."""
+    return cfg.train.lr * min(1.0, (step + 1) / max(1, cfg.train.warmup))
+
+
+def _write_samples(family, emas, cfg: Config, sample_shape, reference, path: Path, device) -> None:
+    """A sample grid (or scatter plot) from the EMA weights with the config's sampler."""
+    modules = nn.ModuleDict({name: e.module for name, e in emas.items()})
+    den = family.denoiser(modules)
+    s = cfg.sample
+    x = generate(den, s.n, sample_shape, sampler=s.sampler, steps=s.steps, eta=s.eta, spacing=s.spacing,
+                 seed=cfg.train.seed, device=device)
+    save_samples(x, path, reference, title=f"{s.sampler}-{s.steps}")
+
+
+def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> Path:
+    """Train `cfg` into `out_dir` (checkpoint/ and samples/); returns the checkpoint directory."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    out_dir = Path(out_dir)
+    ckpt_dir = out_dir / "checkpoint"
+    if ckpt_dir.exists() and not resume:
+        raise TrilemmaError(f"{ckpt_dir} already exists; pass --resume to continue it or choose another --out")
+    tc = cfg.train
+    accelerator = Accelerator(
+        mixed_precision=tc.mixed_precision,
+        log_with="tensorboard" if tc.tracker == "tensorboard" else None,
+        project_dir=str(out_dir),
+    )
+    set_seed(tc.seed)  # the model's initial weights: the same in every process
+    data = load_dataset(cfg.data, "train")
+    family = build_family(cfg, data.shape)
+    device = accelerator.device
+    modules = family.modules.to(device)
+    emas = {name: EMA(modules[name], tc.ema_decay) for name in family.ema_names()}
+    optimizers = {
+        phase: torch.optim.AdamW(family.parameters(phase), lr=tc.lr, weight_decay=tc.weight_decay)
+        for phase in family.phases
+    }
+    loader = InfiniteLoader(data, tc.batch_size, tc.seed, accelerator.process_index, accelerator.num_processes)
+    rng = ShardedRNG(tc.seed + 1, accelerator.process_index, accelerator.num_processes, device)
+    step = 0
+
+    if resume:
+        if not ckpt_dir.exists():
+            raise TrilemmaError(f"{ckpt_dir}: nothing to resume (no checkpoint)")
+        ck = load_checkpoint(ckpt_dir)
+        tensors, meta = ck.train_state()
+        modules.load_state_dict({k[len("modules."):]: v for k, v in tensors.items() if k.startswith("modules.")})
+        for name, e in emas.items():
+            e.module.load_state_dict({k[len(name) + 1 :]: v for k, v in ck.weights.items() if k.startswith(name + ".")})
+        for phase, opt in optimizers.items():
+            optimizer_from_flat(phase, opt, tensors, meta["optimizers"][phase])
+        loader.load_state_dict(meta["loader"])
+        rng.gen.set_state(tensors["rng.sharded"])
+        torch.set_rng_state(tensors["rng.torch"])
+        _set_rng_meta(meta["rng"])
+        step = meta["step"]
+
+    # DDP-wrap each module (gradient all-reduce happens in its forward/backward hooks)
+    wrapped = nn.ModuleDict({name: accelerator.prepare(m) if any(p.requires_grad for p in m.parameters()) else m
+                             for name, m in modules.items()})
+    prepared = {phase: accelerator.prepare(opt) for phase, opt in optimizers.items()}
+    if tc.tracker != "none":
+        accelerator.init_trackers("trilemma", config={k: str(v) for k, v in to_dict(cfg)["train"].items()})
+
+    reference = data.x[:2000] if data.kind == "points" else None
+    samples_dir = out_dir / "samples"
+
+    def save():
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            tensors = {f"modules.{k}": v for k, v in accelerator.unwrap_model(modules).state_dict().items()}
+            opt_meta = {}
+            for phase, opt in optimizers.items():
+                t, m = optimizer_to_flat(phase, opt)
+                tensors.update(t)
+                opt_meta[phase] = m
+            tensors["rng.sharded"] = rng.gen.get_state()
+            tensors["rng.torch"] = torch.get_rng_state()
+            meta = {"optimizers": opt_meta, "loader": loader.state_dict(), "rng": _rng_meta()}
+            save_checkpoint(ckpt_dir, cfg=cfg, sample_shape=data.shape, step=step, ema_state=_ema_state(emas),
+                            train_tensors=tensors, train_meta=meta)
+        accelerator.wait_for_everyone()
+
+    bar = tqdm(total=tc.steps, initial=step, disable=not (progress and accelerator.is_main_process),
+               desc=f"train {cfg.family}", dynamic_ncols=True)
+    smooth: dict[str, float] = {}
+    last_good = step
+    t0, s0 = time.perf_counter(), step
+    modules.train()
+    while step < tc.steps:
+        x = next(loader).to(device)
+        lr = _lr_at(cfg, step)
+        logs = {}
+        for phase in family.phases:
+            opt = prepared[phase]
+            for group in opt.param_groups:
+                group["lr"] = lr
+            loss = family.loss(phase, wrapped, x, rng).mean()
+            value = loss.item()
+            if not math.isfinite(value):
+                bar.close()
+                raise TrilemmaError(
+                    f"training diverged at step {step + 1}: {phase} loss is {value}; "
+                    f"the last good checkpoint (step {last_good}) is kept in {ckpt_dir}"
+                )
+            accelerator.backward(loss)
+            if tc.grad_clip > 0:
+                accelerator.clip_grad_norm_(list(family.parameters(phase)), tc.grad_clip)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            logs[f"loss/{phase}"] = value
+        for name, e in emas.items():
+            e.update(accelerator.unwrap_model(modules[name]), step)
+        step += 1
+        for k, v in logs.items():
+            smooth[k] = v if k not in smooth else 0.98 * smooth[k] + 0.02 * v
+        if step % tc.log_every == 0 or step == tc.steps:
+            rate = (step - s0) / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix({**{k.split("/")[-1]: f"{v:.4f}" for k, v in smooth.items()}, "steps/s": f"{rate:.1f}"})
+            if tc.tracker != "none":
+                accelerator.log({**logs, "lr": lr}, step=step)
+        bar.update(1)
+        if tc.sample_every and step % tc.sample_every == 0 and step < tc.steps and accelerator.is_main_process:
+            _write_samples(family, emas, cfg, data.shape, reference, samples_dir / f"step_{step:07d}.png", device)
+        if tc.save_every and step % tc.save_every == 0 and step < tc.steps:
+            save()
+            last_good = step
+    bar.close()
+    save()
+    if accelerator.is_main_process:
+        _write_samples(family, emas, cfg, data.shape, reference, samples_dir / f"step_{step:07d}.png", device)
+        (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    if tc.tracker != "none":
+        accelerator.end_training()
+    return ckpt_dir

@@ -1,0 +1,30 @@
+"""Small configs shared by the tests (seconds on a CPU)."""
+
+from pathlib import Path
+
+import yaml
+
+TOY = {
+    "family": "ddpm",
+    "data": {"name": "toy2d", "toy": "grid25", "n": 2048},
+    "model": {"prediction": "eps", "hidden": 32, "depth": 2},
+    "train": {"steps": 6, "batch_size": 64, "lr": 1e-3, "warmup": 2, "save_every": 0, "log_every": 1},
+    "sample": {"sampler": "ddim", "steps": 5, "n": 64},
+}
+
+DIGITS = {
+    "family": "ddpm",
+    "data": {"name": "digits"},
+    "model": {"prediction": "v", "channels": [16, 32], "attention": [False, True], "norm_groups": 8},
+    "train": {"steps": 2, "batch_size": 16, "lr": 1e-3, "warmup": 1, "save_every": 0},
+    "sample": {"sampler": "ddim", "steps": 5, "n": 4},
+}
+
+
+def write_config(path: Path, cfg: dict, **sections) -> Path:
+    """Write cfg (with sections updated: write_config(p, TOY, train={"steps": 3})) as YAML."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg.items()}
+    for k, v in sections.items():
+        out[k] = {**out.get(k, {}), **v} if isinstance(v, dict) else v
+    path.write_text(yaml.safe_dump(out))
+    return path

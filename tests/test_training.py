@@ -1,0 +1,85 @@
+"""The training loop: exact resume, data-parallel equivalence, divergence, checkpoints."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import TOY, write_config
+from trilemma.checkpoint import load_checkpoint
+from trilemma.config import load_config
+from trilemma.errors import TrilemmaError
+from trilemma.training import EMA, train
+
+
+def _weights(run: Path) -> dict:
+    ck = run / "checkpoint"
+    return {**load_file(str(ck / "model.safetensors")), **load_file(str(ck / "train.safetensors"))}
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    """Stopped after 3 steps and resumed to 7 = 7 steps straight: every tensor identical (weights,
+    EMA, optimizer moments, RNG states)."""
+    cfg_path = write_config(tmp_path / "toy.yaml", TOY, train={"steps": 7})
+    train(load_config(cfg_path), tmp_path / "straight", progress=False)
+    train(load_config(cfg_path, ["train.steps=3"]), tmp_path / "resumed", progress=False)
+    first = _weights(tmp_path / "resumed")
+    train(load_config(cfg_path), tmp_path / "resumed", resume=True, progress=False)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs after resume"
+    assert any(not torch.equal(first[k], b[k]) for k in first if k.startswith("modules.")), "resume trained"
+    assert load_checkpoint(tmp_path / "resumed").meta["step"] == 7
+
+
+def test_existing_checkpoint_is_not_overwritten(tmp_path):
+    cfg = load_config(write_config(tmp_path / "toy.yaml", TOY, train={"steps": 2}))
+    train(cfg, tmp_path / "run", progress=False)
+    digest = hashlib.sha256((tmp_path / "run/checkpoint/model.safetensors").read_bytes()).hexdigest()
+    with pytest.raises(TrilemmaError, match="already exists"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert hashlib.sha256((tmp_path / "run/checkpoint/model.safetensors").read_bytes()).hexdigest() == digest
+
+
+def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    cfg = load_config(write_config(tmp_path / "toy.yaml", TOY, train={"steps": 50, "lr": 1e30, "warmup": 1,
+                                                                       "save_every": 1, "grad_clip": 0.0}))
+    with pytest.raises(TrilemmaError, match=r"diverged at step (\d+)") as info:
+        train(cfg, tmp_path / "run", progress=False)
+    bad_step = int(info.value.args[0].split("step ")[1].split(":")[0])
+    ck = load_checkpoint(tmp_path / "run")
+    assert ck.meta["step"] == bad_step - 1, "the checkpoint is the last good step"
+    assert all(torch.isfinite(v).all() for v in ck.weights.values())
+
+
+def test_ema_update_closed_form():
+    m = torch.nn.Linear(3, 1)
+    ema = EMA(m, decay=0.9)
+    with torch.no_grad():
+        before = ema.module.weight.clone()
+        m.weight.add_(1.0)
+    ema.update(m, step=1000)  # ramp min((1 + 1000) / (10 + 1000), 0.9) = 0.9
+    assert torch.allclose(ema.module.weight, 0.9 * before + 0.1 * m.weight)
+
+
+def test_two_processes_equal_one_process_on_the_doubled_batch(tmp_path):
+    """`accelerate launch --cpu --num_processes 2` (gloo DDP) with batch b per process gives the
+    weights of one process with batch 2b (to float tolerance: only the reduction order differs)."""
+    cfg_path = write_config(tmp_path / "toy.yaml", TOY, train={"steps": 5, "batch_size": 32})
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "trilemma", "train", str(cfg_path),
+           "--out", str(tmp_path / "ddp"), "--quiet"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    train(load_config(cfg_path, ["train.batch_size=64"]), tmp_path / "single", progress=False)
+    a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "single")
+    for k in a:
+        if k.startswith(("modules.", "net.")):
+            assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), f"{k}: max diff {(a[k] - b[k]).abs().max():.2e}"
