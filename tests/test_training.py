@@ -69,15 +69,18 @@ def test_ema_update_closed_form():
 
 
 def test_two_processes_equal_one_process_on_the_doubled_batch(tmp_path):
-    """`accelerate launch --cpu --num_processes 2` (gloo DDP) with batch b per process gives the
-    weights of one process with batch 2b (to float tolerance: only the reduction order differs)."""
+    """Two processes (gloo DDP on the CPU) with batch b each give the weights of one process with
+    batch 2b, to float tolerance (only the reduction order differs). On a machine without GPUs,
+    `accelerate launch --multi_gpu` starts the processes through torchrun and trilemma's Accelerator
+    runs them on gloo (`--cpu --num_processes N` starts one process unless mpirun is set up)."""
     cfg_path = write_config(tmp_path / "toy.yaml", TOY, train={"steps": 5, "batch_size": 32})
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "trilemma", "train", str(cfg_path),
            "--out", str(tmp_path / "ddp"), "--quiet"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
+    assert load_checkpoint(tmp_path / "ddp").train_state()[1]["num_processes"] == 2, "ran data-parallel"
     train(load_config(cfg_path, ["train.batch_size=64"]), tmp_path / "single", progress=False)
     a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "single")
     for k in a:

@@ -101,6 +101,11 @@ def _coerce(value, tp, key: str, where: str):
         return [_coerce(v, inner, f"{key}[{i}]", where) for i, v in enumerate(value)]
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        try:  # YAML 1.1 reads 3e-4 (no dot) as a string
+            return float(value)
+        except ValueError:
+            pass
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if tp in (str, bool) and isinstance(value, tp):
@@ -118,8 +123,8 @@ def from_dict(cls, data: dict, where: str, prefix: str = ""):
     for key, value in data.items():
         if key not in names:
             close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {prefix}{close[0]!r}?)" if close else f" (known: {', '.join(names)})"
-            raise TrilemmaError(f"{where}: unknown config key {prefix}{key!r}{hint}")
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(names)})"
+            raise TrilemmaError(f"{where}: unknown config key '{prefix}{key}'{hint}")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             kwargs[key] = from_dict(tp, value, where, f"{prefix}{key}.")

@@ -235,4 +235,6 @@ def time_grid(schedule: Schedule, steps: int, spacing: str = "leading") -> torch
         else:  # quadratic
             k = (torch.linspace(0, math.sqrt(T * 0.8), steps, dtype=torch.float64) ** 2).floor().flip(0)
         t = (k + 1) / T
+    if T is not None:
+        t = torch.unique_consecutive(t)  # snapping to the grid can repeat a time (quadratic, logsnr)
     return torch.cat([t, t.new_zeros(1)])

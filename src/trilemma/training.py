@@ -100,6 +100,22 @@ def _write_samples(family, emas, cfg: Config, sample_shape, reference, path: Pat
     save_samples(x, path, reference, title=f"{s.sampler}-{s.steps}")
 
 
+def _warn_single_cpu_process() -> None:
+    """`accelerate launch --cpu --num_processes N` sets MASTER_PORT but starts one process (its simple
+    launcher goes multi-process only through mpirun); say so instead of silently training alone."""
+    import os
+
+    if os.environ.get("ACCELERATE_USE_CPU", "").lower() == "true" and "MASTER_PORT" in os.environ \
+            and "WORLD_SIZE" not in os.environ and "PMI_SIZE" not in os.environ:
+        import warnings
+
+        warnings.warn(
+            "accelerate launch --cpu started a single process; for data-parallel CPU training use "
+            "`accelerate launch --multi_gpu --num_processes N` (gloo on a machine without GPUs) or torchrun",
+            stacklevel=3,
+        )
+
+
 def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> Path:
     """Train `cfg` into `out_dir` (checkpoint/ and samples/); returns the checkpoint directory."""
     from accelerate import Accelerator
@@ -110,7 +126,12 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     if ckpt_dir.exists() and not resume:
         raise TrilemmaError(f"{ckpt_dir} already exists; pass --resume to continue it or choose another --out")
     tc = cfg.train
+    on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+    _warn_single_cpu_process()
+    # cpu=True when there is no accelerator: then processes started by torchrun / `accelerate launch
+    # --multi_gpu` (WORLD_SIZE > 1) run data-parallel on gloo instead of each training alone
     accelerator = Accelerator(
+        cpu=on_cpu,
         mixed_precision=tc.mixed_precision,
         log_with="tensorboard" if tc.tracker == "tensorboard" else None,
         project_dir=str(out_dir),
@@ -166,7 +187,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
                 opt_meta[phase] = m
             tensors["rng.sharded"] = rng.gen.get_state()
             tensors["rng.torch"] = torch.get_rng_state()
-            meta = {"optimizers": opt_meta, "loader": loader.state_dict(), "rng": _rng_meta()}
+            meta = {"optimizers": opt_meta, "loader": loader.state_dict(), "rng": _rng_meta(),
+                    "num_processes": accelerator.num_processes}
             save_checkpoint(ckpt_dir, cfg=cfg, sample_shape=data.shape, step=step, ema_state=_ema_state(emas),
                             train_tensors=tensors, train_meta=meta)
         accelerator.wait_for_everyone()
