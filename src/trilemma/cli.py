@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -65,7 +66,8 @@ def train(config, overrides, steps, out, resume, dry_run, quiet):
     from .training import train as run
 
     ckpt = run(cfg, out, resume=resume, progress=not quiet)
-    click.echo(f"checkpoint: {ckpt}\nsamples: {out / 'samples'}")
+    if os.environ.get("RANK", "0") == "0":  # once, not per process under accelerate launch / torchrun
+        click.echo(f"checkpoint: {ckpt}\nsamples: {out / 'samples'}")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -126,7 +126,8 @@ def sample_dpmpp_2m(denoiser, schedule: Schedule, x, ts, *, generator=None, call
         else:
             h = lam[i + 1] - lam[i]
             phi = -math.expm1(-h)  # 1 - e^{-h}
-            d = x0 if x0_prev is None else x0 + (x0 - x0_prev) * (h / (2 * h_prev))
+            # first order after a zero-length step (a repeated time) too: no slope to extrapolate from
+            d = x0 if not h_prev else x0 + (x0 - x0_prev) * (h / (2 * h_prev))
             x = (sigma[i + 1] / sigma[i]) * x + alpha[i + 1] * phi * d
             h_prev = h
         x0_prev = x0
