@@ -1,4 +1,4 @@
-"""The `trilemma` command line: train, sample, export (also `python -m trilemma`)."""
+"""The `trilemma` command line: train, sample, export, bench, demo (also `python -m trilemma`)."""
 
 from __future__ import annotations
 
@@ -167,6 +167,82 @@ def export(ckpt, out, fmt):
 
     path = export_diffusers(load_checkpoint(ckpt), out)
     click.echo(f"diffusers DDIMPipeline written to {path}")
+
+
+@main.command()
+@click.argument("grid", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Output directory [default: runs/bench-<grid name>].")
+@click.option("-n", "--num-samples", type=int, default=None, help="Samples per row and seed (overrides the grid's num_samples).")
+@click.option("--seeds", type=str, default=None, help="Comma-separated seeds (overrides the grid's seeds).")
+@click.option("--device", default=None, help="cpu, cuda, mps [default: the grid's, else cuda if available].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def bench(grid, out, num_samples, seeds, device, quiet):
+    """Place every (checkpoint, sampler, steps) of a GRID file on speed, quality and diversity.
+
+    Writes results.json, results.csv, results.md, pareto.png, samples/ and report.html to --out.
+
+    \b
+    Example:
+      trilemma bench benchmarks/grids/digits.yaml --out runs/bench-digits -n 1000
+    """
+    from .bench import load_grid, run_bench
+
+    overrides = {}
+    if num_samples is not None:
+        overrides["num_samples"] = num_samples
+    if seeds is not None:
+        try:
+            overrides["seeds"] = [int(s) for s in seeds.split(",")]
+        except ValueError:
+            raise TrilemmaError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
+    if device is not None:
+        overrides["device"] = device
+    cfg = load_grid(grid, overrides)
+    out = Path(out) if out else Path("runs") / f"bench-{Path(grid).stem}"
+    summary = run_bench(cfg, out, progress=not quiet, command=_command_line())
+    _print_summary(summary, out)
+
+
+def _command_line() -> str:
+    return " ".join(["trilemma"] + [a if " " not in a else repr(a) for a in sys.argv[1:]])
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    from .bench import markdown_table
+
+    click.echo(markdown_table(summary))
+    click.echo(f"report: {out / 'report.html'}")
+
+
+@main.command()
+@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", help="Output directory.")
+@click.option("--retrain", is_flag=True, help="Train the toy model anew (about 8 minutes on 2 CPU cores) instead of using the shipped one.")
+@click.option("-n", "--num-samples", type=int, default=2500, help="Samples per row.")
+@click.option("--device", default=None, help="cpu, cuda, mps [default: cuda if available, else cpu].")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def demo(out, retrain, num_samples, device, quiet):
+    """The trilemma on the 25-Gaussian grid: every sampler and step count of every family, one table.
+
+    Starts from the small toy checkpoints shipped with the package (or trains them with --retrain),
+    then runs the benchmark and writes its report to OUT/report.html.
+
+    \b
+    Example:
+      trilemma demo --out runs/demo
+    """
+    from .bench import config_from_dict, run_bench
+    from .demo import demo_grid, shipped_checkpoint
+
+    out = Path(out)
+    ckpt = shipped_checkpoint("toy2d-ddpm")
+    if retrain:
+        from .checkpoint import load_checkpoint
+        from .training import train as run
+
+        ckpt = run(load_checkpoint(ckpt).cfg, out / "toy2d-ddpm", progress=not quiet)
+    cfg = config_from_dict(demo_grid(str(ckpt), num_samples, device), "demo")
+    summary = run_bench(cfg, out, progress=not quiet, command=_command_line())
+    _print_summary(summary, out)
 
 
 if __name__ == "__main__":  # pragma: no cover

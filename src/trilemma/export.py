@@ -14,10 +14,31 @@ from .networks import UNet
 PREDICTION_TYPES = {"eps": "epsilon", "v": "v_prediction", "x0": "sample"}
 
 
+def ddim_scheduler_for(cfg):
+    """A diffusers DDIMScheduler whose sampling loop is our `sample_ddim` on the same linear-beta
+    schedule and leading time grid (also the baseline of benchmarks/sampler_overhead.py)."""
+    from diffusers import DDIMScheduler
+
+    sc = cfg.schedule
+    if sc.name != "linear-beta":
+        raise TrilemmaError(f"diffusers has no exact equivalent of the {sc.name!r} schedule; only linear-beta maps to DDIMScheduler")
+    return DDIMScheduler(
+        num_train_timesteps=sc.num_timesteps,
+        beta_start=sc.beta_start,
+        beta_end=sc.beta_end,
+        beta_schedule="linear",
+        prediction_type=PREDICTION_TYPES[cfg.model.prediction],
+        clip_sample=False,  # our samplers never clip x0_hat
+        set_alpha_to_one=True,  # the last step lands on t = 0 (alphabar = 1), as ours does
+        steps_offset=0,
+        timestep_spacing="leading",
+    )
+
+
 def export_diffusers(ck: Checkpoint, out: str | Path) -> Path:
     """Write `out/` with unet/, scheduler/ and model_index.json, loadable by
     `diffusers.DDIMPipeline.from_pretrained(out)`; the scheduler config reproduces our schedule."""
-    from diffusers import DDIMPipeline, DDIMScheduler
+    from diffusers import DDIMPipeline
 
     out = Path(out)
     cfg = ck.cfg
@@ -33,18 +54,7 @@ def export_diffusers(ck: Checkpoint, out: str | Path) -> Path:
     family.modules.load_state_dict(ck.weights)
     net = family.modules["net"]
     assert isinstance(net, UNet)
-    sc = cfg.schedule
-    scheduler = DDIMScheduler(
-        num_train_timesteps=sc.num_timesteps,
-        beta_start=sc.beta_start,
-        beta_end=sc.beta_end,
-        beta_schedule="linear",
-        prediction_type=PREDICTION_TYPES[cfg.model.prediction],
-        clip_sample=False,  # our samplers never clip x0_hat
-        set_alpha_to_one=True,  # the last step lands on t = 0 (alphabar = 1), as ours does
-        steps_offset=0,
-        timestep_spacing="leading",
-    )
+    scheduler = ddim_scheduler_for(cfg)
     pipe = DDIMPipeline(unet=net.unet.to(torch.float32), scheduler=scheduler)
     pipe.save_pretrained(str(out), safe_serialization=True)
     return out

@@ -1,0 +1,588 @@
+"""`trilemma bench`: place every (model, sampler, steps) on speed, quality and diversity in one run.
+
+A grid file (YAML) names the rows; each row is sampled with the same initial noise per seed, timed in
+this process (warm-up excluded) and scored against the dataset's test split on the same metrics:
+
+    points (toy2d)  quality: high-quality % (3-std rule), sliced Wasserstein; diversity: modes covered
+    images          quality: FD on the dataset's feature classifier, precision (k=3), KID;
+                    diversity: recall (k=3), density / coverage (k=5), class entropy and KL to uniform
+
+The real data's own score (train split against test split) is the floor row of every table. Outputs:
+results.json, results.csv, results.md, pareto.png, samples/<row>.png and report.html (one page,
+offline).
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import html
+import itertools
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import TrilemmaError
+
+__all__ = ["BenchConfig", "BenchRow", "load_grid", "expand_rows", "run_bench", "write_outputs", "environment"]
+
+SAMPLER_NAMES = {"ddpm": "DDPM ancestral", "ancestral": "DDPM ancestral", "ddim": "DDIM", "dpmpp": "DPM-Solver++(2M)"}
+
+
+@dataclass
+class BenchConfig:
+    name: str = "bench"  # title of the report
+    rows: list = field(default_factory=list)  # grid entries (see `expand_rows`)
+    num_samples: int = 2500  # samples per row and seed
+    seeds: list = field(default_factory=lambda: [0])  # one full sample set per seed; metrics are averaged
+    batch_size: int = 2500  # samples per sampler call (the unit of "seconds per batch")
+    reference_split: str = "test"  # what samples are scored against
+    features: str = "auto"  # auto (the dataset's classifier) | inception
+    inception_weights: str | None = None  # local Inception weights file for features: inception
+    grid_images: int = 64  # images shown per sample grid
+    device: str | None = None  # cpu | cuda | mps [default: cuda if available]
+
+
+@dataclass
+class BenchRow:
+    checkpoint: str  # run or checkpoint directory
+    sampler: str  # ddpm | ddim | dpmpp
+    steps: int
+    eta: float = 0.0  # DDIM only
+    spacing: str | None = None  # time grid [default: leading; linspace for dpmpp]
+    label: str | None = None  # model name in tables [default: family and checkpoint directory]
+
+    @property
+    def key(self) -> str:
+        """A file-name-safe id, unique within a grid."""
+        eta = f"-eta{self.eta:g}" if self.sampler == "ddim" else ""
+        raw = f"{self.label or self.checkpoint}-{self.sampler}{self.steps}{eta}-{self.spacing}"
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
+
+
+ROW_KEYS = {f.name for f in fields(BenchRow)}
+LIST_KEYS = ("sampler", "steps", "eta", "spacing")  # a list here expands into one row per value
+
+
+def _fail(where: str, msg: str):
+    raise TrilemmaError(f"{where}: {msg}")
+
+
+def load_grid(path: str | Path, overrides: dict | None = None) -> BenchConfig:
+    """Parse and validate a grid YAML file; unknown keys are errors that name the file and key."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        _fail(str(p), "grid file not found")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        _fail(str(p), f"not valid YAML ({str(e).splitlines()[0]})")
+    if not isinstance(raw, dict):
+        _fail(str(p), "a grid file is a mapping with a `rows` list")
+    return config_from_dict(raw | (overrides or {}), str(p), base=p.parent)
+
+
+def config_from_dict(raw: dict, where: str, base: Path | None = None) -> BenchConfig:
+    known = {f.name for f in fields(BenchConfig)}
+    for k in raw:
+        if k not in known:
+            _fail(where, f"unknown key {k!r}; known keys: {', '.join(sorted(known))}")
+    cfg = BenchConfig(**raw)
+    for k in ("num_samples", "batch_size", "grid_images"):
+        if not isinstance(getattr(cfg, k), int) or isinstance(getattr(cfg, k), bool):
+            _fail(where, f"{k} must be an integer, got {getattr(cfg, k)!r}")
+    if isinstance(cfg.seeds, int) and not isinstance(cfg.seeds, bool):
+        cfg.seeds = [cfg.seeds]
+    if not isinstance(cfg.seeds, list) or not cfg.seeds or not all(isinstance(x, int) for x in cfg.seeds):
+        _fail(where, f"seeds must be an integer or a non-empty list of integers, got {cfg.seeds!r}")
+    if not isinstance(cfg.rows, list) or not cfg.rows:
+        _fail(where, "`rows` must be a non-empty list of {checkpoint, sampler, steps, ...}")
+    if cfg.num_samples < 2 or cfg.batch_size < 1:
+        _fail(where, f"num_samples must be >= 2 and batch_size >= 1 (got {cfg.num_samples}, {cfg.batch_size})")
+    if cfg.features not in ("auto", "inception"):
+        _fail(where, f"features: {cfg.features!r} is not auto or inception")
+    if cfg.reference_split not in ("train", "test"):
+        _fail(where, f"reference_split: {cfg.reference_split!r} is not train or test")
+    # checkpoints are relative to the grid file, as a reader of the file would expect
+    for i, r in enumerate(cfg.rows):
+        if not isinstance(r, dict):
+            _fail(where, f"rows[{i}] is not a mapping")
+        if base is not None and "checkpoint" in r and not Path(str(r["checkpoint"])).is_absolute():
+            cand = base / str(r["checkpoint"])
+            r["checkpoint"] = str(cand) if cand.exists() else str(r["checkpoint"])
+    cfg._where = where
+    return cfg
+
+
+def expand_rows(cfg: BenchConfig) -> list[BenchRow]:
+    """One BenchRow per combination of list-valued sampler / steps / eta / spacing in each entry."""
+    from .cli import SAMPLER_CHOICES, SPACING_CHOICES
+
+    where = getattr(cfg, "_where", "grid")
+    out: list[BenchRow] = []
+    for i, entry in enumerate(cfg.rows):
+        for k in entry:
+            if k not in ROW_KEYS:
+                _fail(where, f"rows[{i}]: unknown key {k!r}; known keys: {', '.join(sorted(ROW_KEYS))}")
+        for k in ("checkpoint", "sampler", "steps"):
+            if k not in entry:
+                _fail(where, f"rows[{i}]: missing key {k!r}")
+        values = {k: entry[k] if isinstance(entry.get(k), list) else [entry.get(k)] for k in LIST_KEYS}
+        for sampler, steps, eta, spacing in itertools.product(*(values[k] for k in LIST_KEYS)):
+            if sampler not in SAMPLER_CHOICES:
+                _fail(where, f"rows[{i}]: sampler {sampler!r} is not one of {', '.join(SAMPLER_CHOICES)}")
+            if not isinstance(steps, int) or steps < 1:
+                _fail(where, f"rows[{i}]: steps must be a positive integer, got {steps!r}")
+            eta = 0.0 if eta is None else eta
+            if not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
+                _fail(where, f"rows[{i}]: eta must be in [0, 1], got {eta!r}")
+            if sampler != "ddim" and eta:
+                _fail(where, f"rows[{i}]: eta is a DDIM option (sampler is {sampler})")
+            if spacing is not None and spacing not in SPACING_CHOICES:
+                _fail(where, f"rows[{i}]: spacing {spacing!r} is not one of {', '.join(SPACING_CHOICES)}")
+            spacing = spacing or ("linspace" if sampler == "dpmpp" else "leading")
+            out.append(BenchRow(str(entry["checkpoint"]), sampler, steps, float(eta), spacing, entry.get("label")))
+    _check_unique(out, where)
+    return out
+
+
+def _check_unique(rows: list[BenchRow], where: str) -> None:
+    keys = [r.key for r in rows]
+    dup = {k for k in keys if keys.count(k) > 1}
+    if dup:
+        _fail(where, f"rows repeat the same model x sampler x steps: {', '.join(sorted(dup))} (give each model a label)")
+
+
+def _default_label(path: str, ck) -> str:
+    """"DDPM toy2d-ddpm" for runs/toy2d-ddpm or runs/toy2d-ddpm/checkpoint."""
+    p = Path(path).resolve()
+    name = p.parent.name if p.name == "checkpoint" else p.name
+    return f"{ck.cfg.family.upper()} {name}"
+
+
+# --- environment ------------------------------------------------------------------------------------
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device) -> dict:
+    """Commit, device, library versions: what a reader needs to trust or reproduce a table."""
+    import trilemma
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip()
+        if commit and dirty:
+            commit += "+dirty"
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    if device.type == "cuda":
+        dev = torch.cuda.get_device_name(device)
+    else:
+        dev = f"{device.type}: {_cpu_name()}, {torch.get_num_threads()} threads"
+    return {
+        "commit": commit,
+        "trilemma": trilemma.__version__,
+        "torch": torch.__version__,
+        "device": dev,
+        "python": platform.python_version(),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+    }
+
+
+# --- scoring ------------------------------------------------------------------------------------------
+
+
+class Scorer:
+    """Everything fixed across rows: the reference set, its features and the metric definitions."""
+
+    def __init__(self, data_cfg, cfg: BenchConfig, device: torch.device):
+        from .data import load_dataset, toy_modes
+
+        self.cfg, self.device = cfg, device
+        self.reference = load_dataset(data_cfg, cfg.reference_split)
+        self.train = load_dataset(data_cfg, "train" if cfg.reference_split == "test" else "test")
+        self.kind = self.reference.kind
+        self.modes = None
+        if self.kind == "points":
+            try:
+                self.modes = toy_modes(data_cfg.toy)  # grid25, ring8
+            except TrilemmaError:
+                self.modes = None  # swissroll, moons, checkerboard: no discrete modes
+            self.ref_x = self.reference.x[: cfg.num_samples]
+            self.quality, self.diversity = ("high_quality_%", "modes") if self.modes else ("SW", None)
+            self.lower_is_better = self.modes is None
+            return
+        from .features import extract_features, feature_net_for
+
+        self.extractor = feature_net_for(self.reference.name, cfg.features == "inception", cfg.inception_weights)
+        self.fd_name = self.extractor.metric
+        self.ref_f, ref_logits = extract_features(self.extractor, self.reference.x, device=device)
+        self.num_classes = ref_logits.shape[1]
+        self.quality, self.diversity, self.lower_is_better = self.fd_name, "recall", True
+
+    def score(self, x: torch.Tensor, seed: int) -> dict:
+        """All metrics of one sample set x (N, ...) against the reference."""
+        from . import metrics as M
+
+        x = x.detach().cpu().float()
+        if not torch.isfinite(x).all():
+            return {"nonfinite_%": 100.0 * (~torch.isfinite(x.flatten(1)).all(1)).float().mean().item()}
+        if self.kind == "points":
+            out = {}
+            if self.modes is not None:
+                st = M.mode_stats(x, self.modes[0], self.modes[1])
+                out["modes"] = int(st["modes_covered"])
+                out["high_quality_%"] = 100.0 * float(st["high_quality_fraction"])
+            out["SW"] = float(M.sliced_wasserstein(x, self.ref_x, seed=seed))
+            return out
+        from .features import extract_features
+
+        f, logits = extract_features(self.extractor, x, device=self.device)
+        pr = M.precision_recall(self.ref_f, f, k=3)
+        dc = M.density_coverage(self.ref_f, f, k=5)
+        kid_mean, _ = M.kernel_distance(self.ref_f, f, seed=seed)
+        hist = M.class_histogram(logits, self.num_classes)
+        return {
+            self.fd_name: float(M.frechet_distance_from_features(f, self.ref_f)),
+            "KID": float(kid_mean),
+            "precision": float(pr["precision"]),
+            "recall": float(pr["recall"]),
+            "density": float(dc["density"]),
+            "coverage": float(dc["coverage"]),
+            "class_entropy": float(M.class_entropy(hist)),
+            "class_KL": float(M.kl_to_uniform(hist)),
+        }
+
+    def floor(self, seeds: list[int]) -> dict:
+        """The data's own score: train-split samples scored like a model's (the best a model can do)."""
+        per_seed = []
+        for s in seeds:
+            g = torch.Generator().manual_seed(10_000 + s)
+            n = min(self.cfg.num_samples, len(self.train))
+            idx = torch.randperm(len(self.train), generator=g)[:n]
+            per_seed.append(self.score(self.train.x[idx], s))
+        return _average(per_seed)
+
+
+def _average(per_seed: list[dict]) -> dict:
+    out = {}
+    for k in per_seed[0]:
+        vals = [d[k] for d in per_seed if k in d]
+        out[k] = float(np.mean(vals))
+        if len(vals) > 1:
+            out[k + "_std"] = float(np.std(vals, ddof=1))
+    return out
+
+
+# --- running -----------------------------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def _generate_timed(den, ck, row: BenchRow, noise: torch.Tensor, seed: int, batch_size: int, device):
+    """Sample in batches from fixed noise; returns (samples on CPU, NFE per batch, per-batch seconds)."""
+    from .samplers import generate
+
+    outs, secs, nfe = [], [], None
+    for b, i in enumerate(range(0, len(noise), batch_size)):
+        den.nfe = 0
+        _sync(device)
+        t0 = time.perf_counter()
+        x = generate(den, 0, ck.sample_shape, sampler=row.sampler, steps=row.steps, eta=row.eta, spacing=row.spacing,
+                     seed=seed * 1_000_003 + b, noise=noise[i : i + batch_size], device=device)
+        _sync(device)
+        secs.append(time.perf_counter() - t0)
+        outs.append(x.cpu())
+        nfe = den.nfe
+    return torch.cat(outs), nfe, secs
+
+
+def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, command: str | None = None) -> dict:
+    """Run every row of the grid, score it, and write all outputs to `out_dir`; returns the results."""
+    from tqdm import tqdm
+
+    from .checkpoint import load_checkpoint
+    from .denoiser import CountNFE
+    from .families import denoiser_from_checkpoint
+    from .plotting import save_samples
+
+    rows = expand_rows(cfg)
+    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    out_dir = Path(out_dir)
+    ckpts = {}
+    for r in rows:
+        if r.checkpoint not in ckpts:
+            ckpts[r.checkpoint] = load_checkpoint(r.checkpoint)
+    first = ckpts[rows[0].checkpoint]
+    for r in rows:
+        ck = ckpts[r.checkpoint]
+        if ck.cfg.data != first.cfg.data:
+            _fail(r.checkpoint, f"trained on {ck.cfg.data.name} data that differs from {rows[0].checkpoint}'s; a table compares one dataset")
+        r.label = r.label or _default_label(r.checkpoint, ck)
+    _check_unique(rows, getattr(cfg, "_where", "grid"))
+    scorer = Scorer(first.cfg.data, cfg, device)
+    env = environment(device)
+    samples_dir = out_dir / "samples"
+    samples_dir.mkdir(parents=True, exist_ok=True)
+
+    results = []
+    floor = scorer.floor(cfg.seeds)
+    ref_plot = scorer.reference.x[: min(len(scorer.reference), 2000)] if scorer.kind == "points" else None
+    floor_img = save_samples(scorer.train.x[: (cfg.num_samples if scorer.kind == "points" else cfg.grid_images)],
+                             samples_dir / "data.png", ref_plot, title="data (train split)")
+    results.append({"key": "data", "label": "data (train vs " + cfg.reference_split + ")", "sampler": "-", "steps": 0,
+                    "eta": None, "spacing": None, "nfe": 0, "seconds": None, "seconds_per_batch": None,
+                    "samples_per_second": None, "image": str(floor_img.relative_to(out_dir)), "floor": True, **floor})
+
+    dens: dict[str, CountNFE] = {}
+    bar = tqdm(rows, desc="bench", disable=not progress)
+    for row in bar:
+        bar.set_postfix_str(f"{row.label} {row.sampler}-{row.steps}")
+        ck = ckpts[row.checkpoint]
+        if row.checkpoint not in dens:
+            dens[row.checkpoint] = CountNFE(denoiser_from_checkpoint(ck, device))
+        den = dens[row.checkpoint]
+        per_seed, secs, nfe, shown = [], [], None, None
+        for seed in cfg.seeds:
+            noise = torch.randn((cfg.num_samples, *ck.sample_shape), generator=torch.Generator().manual_seed(seed))
+            # warm-up (not timed): one full-size batch through one network evaluation, so lazy
+            # initialisation and kernel selection for this batch shape happen before the clock runs
+            warm = BenchRow(row.checkpoint, "ddim", 1, spacing="leading")
+            _generate_timed(den, ck, warm, noise[: cfg.batch_size], seed, cfg.batch_size, device)
+            x, nfe, s = _generate_timed(den, ck, row, noise, seed, cfg.batch_size, device)
+            secs += s
+            per_seed.append(scorer.score(x, seed))
+            shown = x if shown is None else shown
+        img = save_samples(shown[: (len(shown) if scorer.kind == "points" else cfg.grid_images)],
+                           samples_dir / f"{row.key}.png", ref_plot,
+                           title=f"{row.label}: {SAMPLER_NAMES[row.sampler]} {row.steps} ({nfe} NFE)")
+        total = float(np.sum(secs))
+        results.append({
+            "key": row.key, "label": row.label, "checkpoint": row.checkpoint, "sampler": row.sampler,
+            "steps": row.steps, "eta": row.eta if row.sampler == "ddim" else None, "spacing": row.spacing,
+            "nfe": nfe, "seconds": total / len(cfg.seeds), "seconds_per_batch": float(np.mean(secs)),
+            "samples_per_second": cfg.num_samples * len(cfg.seeds) / total if total > 0 else None,
+            "image": str(img.relative_to(out_dir)), "floor": False, **_average(per_seed),
+        })
+    bar.close()
+    summary = {
+        "name": cfg.name, "environment": env, "command": command,
+        "dataset": scorer.reference.name, "reference": f"{cfg.reference_split} split ({len(scorer.reference)})",
+        "num_samples": cfg.num_samples, "seeds": list(cfg.seeds), "batch_size": cfg.batch_size,
+        "quality_metric": scorer.quality, "diversity_metric": scorer.diversity,
+        "lower_is_better": scorer.lower_is_better, "metrics": _metric_columns(results), "rows": results,
+    }
+    write_outputs(summary, out_dir)
+    return summary
+
+
+# --- outputs -----------------------------------------------------------------------------------------
+
+BASE_COLUMNS = ["label", "sampler", "steps", "eta", "nfe", "seconds", "samples_per_second"]
+HEADERS = {"label": "model", "nfe": "NFE", "seconds": "seconds", "samples_per_second": "samples/s",
+           "high_quality_%": "high-quality %", "class_entropy": "class entropy", "class_KL": "class KL"}
+METRIC_ORDER = ["modes", "high_quality_%", "SW", "FID", "FD-digits", "FD-FMNIST", "KID", "precision", "recall",
+                "density", "coverage", "class_entropy", "class_KL", "nonfinite_%"]
+
+
+def _metric_columns(results: list[dict]) -> list[str]:
+    present = {k for r in results for k in r}
+    return [m for m in METRIC_ORDER if m in present]
+
+
+def _fmt(key: str, v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if key == "sampler":
+        return SAMPLER_NAMES.get(v, v)
+    if key == "eta":
+        return f"{v:g}"
+    if key in ("modes", "nfe", "steps"):
+        return f"{v:g}" if isinstance(v, float) else str(v)
+    if isinstance(v, float):
+        if key == "seconds":
+            return f"{v:.2f}"
+        if key in ("samples_per_second", "high_quality_%"):
+            return f"{v:.1f}"
+        if key == "KID":
+            return f"{v:.4f}"
+        return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+    return str(v)
+
+
+def _cell(r: dict, k: str) -> str:
+    s = _fmt(k, r.get(k))
+    if k + "_std" in r and s != "-":
+        s += f" ± {_fmt(k, r[k + '_std'])}"
+    return s
+
+
+def markdown_table(summary: dict) -> str:
+    cols = BASE_COLUMNS + summary["metrics"]
+    lines = ["| " + " | ".join(HEADERS.get(c, c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    for r in summary["rows"]:
+        cells = [_cell(r, c) for c in cols]
+        if r.get("floor"):
+            cells = [f"*{c}*" if c != "-" else c for c in cells]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(summary: dict, out_dir: Path) -> None:
+    """results.json / .csv / .md, pareto.png and report.html from a summary."""
+    out_dir = Path(out_dir)
+    _atomic_write(out_dir / "results.json", json.dumps(summary, indent=2))
+    cols = ["key"] + BASE_COLUMNS + ["spacing", "seconds_per_batch"] + summary["metrics"]
+    cols += sorted({k for r in summary["rows"] for k in r if k.endswith("_std")})
+    env = summary["environment"]
+    tmp = out_dir / ".results.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols + ["commit", "device", "torch"], extrasaction="ignore")
+        w.writeheader()
+        for r in summary["rows"]:
+            w.writerow({**r, "commit": env["commit"], "device": env["device"], "torch": env["torch"]})
+    tmp.replace(out_dir / "results.csv")
+    md = markdown_table(summary)
+    _atomic_write(out_dir / "results.md", f"{_caption(summary)}\n\n{md}\n")
+    pareto_plot(summary, out_dir / "pareto.png")
+    _atomic_write(out_dir / "report.html", report_html(summary, md))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _caption(summary: dict) -> str:
+    e = summary["environment"]
+    seeds = summary["seeds"]
+    return (f"{summary['name']}: {summary['dataset']}, {summary['num_samples']} samples per row"
+            f"{f' x {len(seeds)} seeds (mean ± std)' if len(seeds) > 1 else ''} against the {summary['reference']}; "
+            f"seconds for all {summary['num_samples']} in batches of {summary['batch_size']} on {e['device']}, "
+            f"torch {e['torch']}, commit {e['commit'] or 'unknown'}.")
+
+
+def pareto_plot(summary: dict, path: Path) -> Path:
+    """Quality against NFE and against seconds (log x), colour = diversity, the floor as a dashed line,
+    and the Pareto front (no row both faster and better) as a step line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    q, d, lower = summary["quality_metric"], summary["diversity_metric"], summary["lower_is_better"]
+    rows = [r for r in summary["rows"] if not r.get("floor") and r.get(q) is not None]
+    floor = next((r for r in summary["rows"] if r.get("floor")), None)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
+    cvals = [r.get(d) for r in rows] if d else None
+    for ax, xkey, xlabel in ((axes[0], "nfe", "network evaluations (NFE)"),
+                             (axes[1], "seconds", f"seconds for {summary['num_samples']} samples")):
+        xs = np.array([max(r[xkey], 1e-6) for r in rows], dtype=float)
+        ys = np.array([r[q] for r in rows], dtype=float)
+        sc = ax.scatter(xs, ys, c=cvals if d else "tab:blue", cmap="viridis", s=60, edgecolors="k", zorder=3)
+        for r, x, y in zip(rows, xs, ys):
+            eta = f" η={r['eta']:g}" if r.get("eta") else ""
+            ax.annotate(f"{SAMPLER_NAMES[r['sampler']].split('(')[0]} {r['steps']}{eta}", (x, y), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")
+        order = np.argsort(xs)
+        front, best = [], math.inf if lower else -math.inf
+        for i in order:
+            if (ys[i] < best) if lower else (ys[i] > best):
+                best = ys[i]
+                front.append(i)
+        if front:
+            ax.step(xs[front], ys[front], where="post", color="tab:red", alpha=0.5, label="Pareto front")
+        if floor is not None and floor.get(q) is not None:
+            ax.axhline(floor[q], color="0.4", ls="--", label="data (train vs test)")
+        ylo = min(list(ys) + ([floor[q]] if floor and floor.get(q) is not None else []))
+        yhi = max(list(ys) + ([floor[q]] if floor and floor.get(q) is not None else []))
+        pad = 0.08 * (yhi - ylo or 1.0)
+        ax.set_ylim(ylo - pad, yhi + pad)  # keeps the floor line off the frame
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(HEADERS.get(q, q) + (" (lower is better)" if lower else " (higher is better)"))
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8, loc="best")
+        if d:
+            fig.colorbar(sc, ax=ax, label=HEADERS.get(d, d))
+    fig.suptitle(f"{summary['name']}: speed against quality ({summary['dataset']})")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def report_html(summary: dict, md_table: str) -> str:
+    """One self-contained page (images by relative path, no scripts or network)."""
+    esc = html.escape
+    e = summary["environment"]
+    cols = BASE_COLUMNS + summary["metrics"]
+    head = "".join(f"<th>{esc(HEADERS.get(c, c))}</th>" for c in cols)
+    body = ""
+    for r in summary["rows"]:
+        cls = ' class="floor"' if r.get("floor") else ""
+        body += f"<tr{cls}>" + "".join(f"<td>{esc(_cell(r, c))}</td>" for c in cols) + "</tr>\n"
+    cards = ""
+    for r in summary["rows"]:
+        title = r["label"] if r.get("floor") else f"{r['label']}: {SAMPLER_NAMES[r['sampler']]} {r['steps']}"
+        if r.get("eta"):
+            title += f", η={r['eta']:g}"
+        q = summary["quality_metric"]
+        sub = f"{HEADERS.get(q, q)} {_cell(r, q)}" if r.get(q) is not None else ""
+        cards += (f'<figure><img src="{esc(r["image"])}" alt="{esc(title)}"><figcaption><b>{esc(title)}</b>'
+                  f"<br>{esc(sub)}</figcaption></figure>\n")
+    meta = "".join(f"<li><b>{esc(k)}</b>: {esc(str(v))}</li>" for k, v in e.items())
+    cmd = f"<p>Reproduce: <code>{esc(summary['command'])}</code></p>" if summary.get("command") else ""
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(summary['name'])}: trilemma report</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
+table {{ border-collapse: collapse; font-size: 0.9em; }} th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
+th {{ background: #f0f0f0; }} td:first-child, td:nth-child(2) {{ text-align: left; }} tr.floor {{ font-style: italic; background: #fafae8; }}
+.grid {{ display: flex; flex-wrap: wrap; gap: 12px; }} figure {{ margin: 0; width: 270px; }}
+figure img {{ width: 100%; image-rendering: pixelated; border: 1px solid #ddd; }} figcaption {{ font-size: 0.8em; }}
+</style></head><body>
+<h1>{esc(summary['name'])}</h1>
+<p>{esc(_caption(summary))}</p>{cmd}
+<p>Quality: <b>{esc(HEADERS.get(summary['quality_metric'], summary['quality_metric']))}</b>;
+diversity: <b>{esc(str(HEADERS.get(summary['diversity_metric'], summary['diversity_metric'])))}</b>.
+The italic first row is the data itself (train split scored against the {esc(summary['reference'])}): the floor no model beats.</p>
+<table><thead><tr>{head}</tr></thead><tbody>
+{body}</tbody></table>
+<h2>Speed against quality</h2>
+<img src="pareto.png" alt="Pareto plot" style="max-width:100%">
+<h2>Samples</h2>
+<div class="grid">
+{cards}</div>
+<h2>Environment</h2><ul>{meta}</ul>
+</body></html>
+"""

@@ -1,0 +1,172 @@
+"""`trilemma bench` and `trilemma demo`: grid parsing, every output file, the floor row, NFE per row,
+paired noise across rows, and one-line errors for bad grids."""
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from click.testing import CliRunner
+
+from helpers import DIGITS, TOY, write_config
+from trilemma.bench import BenchConfig, config_from_dict, expand_rows, load_grid, run_bench
+from trilemma.checkpoint import save_checkpoint
+from trilemma.cli import main
+from trilemma.config import load_config
+from trilemma.errors import TrilemmaError
+from trilemma.families import build_family
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def _checkpoint(tmp_path, base, shape, name="ck", scale_out=None):
+    cfg = load_config(write_config(tmp_path / f"{name}.yaml", base))
+    torch.manual_seed(0)
+    fam = build_family(cfg, shape)
+    if scale_out is not None:
+        with torch.no_grad():
+            scale_out(fam.modules["net"])
+    return save_checkpoint(tmp_path / name, cfg=cfg, sample_shape=shape, step=0, ema_state=fam.modules.state_dict())
+
+
+def test_rows_expand_as_a_product_and_bad_rows_are_named(tmp_path):
+    cfg = config_from_dict({"rows": [
+        {"checkpoint": "a", "sampler": "ddim", "steps": [10, 5], "eta": [0, 1]},
+        {"checkpoint": "a", "sampler": ["ddpm", "dpmpp"], "steps": 4},
+    ]}, "grid.yaml")
+    rows = expand_rows(cfg)
+    assert [(r.sampler, r.steps, r.eta, r.spacing) for r in rows] == [
+        ("ddim", 10, 0.0, "leading"), ("ddim", 10, 1.0, "leading"), ("ddim", 5, 0.0, "leading"),
+        ("ddim", 5, 1.0, "leading"), ("ddpm", 4, 0.0, "leading"), ("dpmpp", 4, 0.0, "linspace")]
+    assert len({r.key for r in rows}) == len(rows)
+    bad = [
+        ({"checkpoint": "a", "sampler": "ddim", "steps": 5, "etaa": 1}, "rows[0]: unknown key 'etaa'"),
+        ({"checkpoint": "a", "sampler": "heun", "steps": 5}, "sampler 'heun'"),
+        ({"checkpoint": "a", "sampler": "ddim", "steps": 0}, "steps must be a positive integer"),
+        ({"checkpoint": "a", "sampler": "dpmpp", "steps": 5, "eta": 1}, "eta is a DDIM option"),
+        ({"checkpoint": "a", "sampler": "ddim"}, "missing key 'steps'"),
+        ({"checkpoint": "a", "sampler": "ddim", "steps": [5, 5]}, "repeat the same"),
+    ]
+    for row, fragment in bad:
+        with pytest.raises(TrilemmaError, match=re.escape(fragment)):
+            expand_rows(config_from_dict({"rows": [row]}, "grid.yaml"))
+    for extra, fragment in [({"samples": 5}, "grid.yaml: unknown key 'samples'"),
+                            ({"num_samples": "many"}, "num_samples must be an integer"),
+                            ({"seeds": ["a"]}, "seeds must be an integer or a non-empty list"),
+                            ({"features": "clip"}, "features: 'clip' is not auto or inception")]:
+        with pytest.raises(TrilemmaError, match=re.escape(fragment)):
+            config_from_dict({"rows": [{}], **extra}, "grid.yaml")
+
+
+def test_bad_grid_files_are_one_line_errors(tmp_path):
+    (tmp_path / "g.yaml").write_text("rows: [\n")
+    for path, fragment in [(tmp_path / "none.yaml", "grid file not found"), (tmp_path / "g.yaml", "not valid YAML")]:
+        res = run("bench", path, "--out", tmp_path / "o")
+        assert res.exit_code == 2 and len(res.output.strip().splitlines()) == 1 and fragment in res.output, res.output
+    (tmp_path / "g.yaml").write_text(yaml.safe_dump({"rows": [{"checkpoint": "nowhere", "sampler": "ddim", "steps": 2}]}))
+    res = run("bench", tmp_path / "g.yaml", "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "nowhere: no such file or directory" in res.output, res.output
+
+
+def test_toy_bench_writes_every_output(tmp_path):
+    ck = _checkpoint(tmp_path, TOY, (2,))
+    grid = {"name": "toy test", "num_samples": 300, "batch_size": 128, "rows": [
+        {"checkpoint": "ck", "label": "tiny", "sampler": "ddim", "steps": [5, 2], "eta": [0, 1]},
+        {"checkpoint": str(ck), "label": "tiny", "sampler": "dpmpp", "steps": 3},
+        {"checkpoint": "ck", "label": "tiny", "sampler": "ddpm", "steps": 4},
+    ]}
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump(grid))
+    out = tmp_path / "out"
+    res = run("bench", tmp_path / "grid.yaml", "--out", out, "--quiet")
+    assert res.exit_code == 0, res.output
+    summary = json.loads((out / "results.json").read_text())
+    rows = summary["rows"]
+    assert len(rows) == 1 + 6 and rows[0]["floor"] and not any(r["floor"] for r in rows[1:])
+    # NFE per batch is the number of grid steps for all three samplers
+    assert [r["nfe"] for r in rows[1:]] == [5, 5, 2, 2, 3, 4]
+    # the data's own score: every grid mode found, ~98.9 % of a 2-D Gaussian lies within 3 std
+    assert rows[0]["modes"] == 25 and 97.0 < rows[0]["high_quality_%"] <= 100.0, rows[0]
+    for r in rows[1:]:
+        assert r["seconds"] > 0 and r["samples_per_second"] > 0 and 0 <= r["modes"] <= 25
+        assert (out / r["image"]).is_file()
+        # an untrained 32-wide MLP is far from the data: the floor beats it
+        assert r["SW"] > rows[0]["SW"], (r["key"], r["SW"], rows[0]["SW"])
+    env = summary["environment"]
+    assert env["torch"] == torch.__version__ and env["device"].startswith("cpu")
+    with open(out / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 7 and {"commit", "device", "torch", "nfe", "seconds", "modes", "high_quality_%"} <= set(table[0])
+    md = (out / "results.md").read_text()
+    assert md.count("\n| ") == 1 + 7 and "DPM-Solver++(2M)" in md and "high-quality %" in md
+    html = (out / "report.html").read_text()
+    srcs = re.findall(r'<img src="([^"]+)"', html)
+    assert "pareto.png" in srcs and len(srcs) == 1 + 7
+    assert all((out / s).is_file() and (out / s).stat().st_size > 1000 for s in srcs)
+    assert "Summary" not in res.output and f"report: {out / 'report.html'}" in res.output
+
+
+def test_rows_share_noise_and_reruns_are_identical(tmp_path):
+    ck = _checkpoint(tmp_path, TOY, (2,))
+    rows = [{"checkpoint": str(ck), "sampler": "ddim", "steps": 3}]
+    cfg = BenchConfig(num_samples=64, batch_size=64, rows=rows)
+    a = run_bench(cfg, tmp_path / "a", progress=False)
+    b = run_bench(BenchConfig(num_samples=64, batch_size=16, rows=rows), tmp_path / "b", progress=False)
+    strip = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "seconds_per_batch", "samples_per_second")}  # noqa: E731
+    # batch size changes timing only: the same x_T per seed gives the same deterministic DDIM samples
+    assert strip(a["rows"][1]) == strip(b["rows"][1])
+    c = run_bench(BenchConfig(num_samples=64, batch_size=64, seeds=[0, 1], rows=rows), tmp_path / "c", progress=False)
+    assert "SW_std" in c["rows"][1] and c["rows"][1]["SW"] != a["rows"][1]["SW"]
+
+
+def test_image_bench_scores_with_the_feature_net(tmp_path):
+    ck = _checkpoint(tmp_path, DIGITS, (1, 8, 8), scale_out=lambda net: net.unet.conv_out.weight.mul_(0.2))
+    cfg = BenchConfig(num_samples=100, batch_size=100, rows=[{"checkpoint": str(ck), "sampler": "ddim", "steps": 2}])
+    s = run_bench(cfg, tmp_path / "out", progress=False)
+    floor, row = s["rows"]
+    assert s["quality_metric"] == "FD-digits" and s["diversity_metric"] == "recall"
+    for k in ("FD-digits", "KID", "precision", "recall", "density", "coverage", "class_entropy", "class_KL"):
+        assert k in floor and k in row, k
+    # held-out real digits against the test split: near-perfect support overlap, tiny FD, classes balanced
+    assert floor["precision"] > 0.8 and floor["recall"] > 0.8 and floor["class_KL"] < 0.05, floor
+    assert row["FD-digits"] > 10 * floor["FD-digits"], (row["FD-digits"], floor["FD-digits"])
+
+
+def test_inception_features_take_the_same_path(tmp_path, monkeypatch):
+    from test_features import StandInInception
+
+    import trilemma.features as F
+
+    monkeypatch.setattr(F, "_fidelity_inception", StandInInception)
+    ck = _checkpoint(tmp_path, DIGITS, (1, 8, 8), scale_out=lambda net: net.unet.conv_out.weight.mul_(0.2))
+    cfg = BenchConfig(num_samples=64, batch_size=64, features="inception",
+                      rows=[{"checkpoint": str(ck), "sampler": "dpmpp", "steps": 2}])
+    s = run_bench(cfg, tmp_path / "out", progress=False)
+    assert s["quality_metric"] == "FID" and "FID" in s["metrics"] and "FD-digits" not in s["metrics"]
+    assert s["rows"][1]["FID"] > s["rows"][0]["FID"]
+
+
+def test_a_grid_mixing_datasets_is_refused(tmp_path):
+    a = _checkpoint(tmp_path, TOY, (2,), name="a")
+    b = _checkpoint(tmp_path, {**TOY, "data": {**TOY["data"], "toy": "ring8"}}, (2,), name="b")
+    cfg = BenchConfig(num_samples=16, rows=[{"checkpoint": str(a), "sampler": "ddim", "steps": 2},
+                                            {"checkpoint": str(b), "sampler": "ddim", "steps": 2}])
+    with pytest.raises(TrilemmaError, match="a table compares one dataset"):
+        run_bench(cfg, tmp_path / "out", progress=False)
+
+
+def test_demo_runs_from_the_shipped_checkpoint(tmp_path):
+    res = run("demo", "--out", tmp_path / "demo", "-n", "200", "--quiet")
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "demo" / "results.json").read_text())
+    got = [(r["sampler"], r["steps"], r["eta"]) for r in s["rows"][1:]]
+    want = [("ddpm", 1000, None)] + [("ddim", n, e) for n in (100, 20, 10, 5) for e in (0.0, 1.0)] + \
+           [("dpmpp", n, None) for n in (20, 10, 5)]
+    assert got == want
+    ddim100 = next(r for r in s["rows"] if r["sampler"] == "ddim" and r["steps"] == 100 and r["eta"] == 0)
+    assert ddim100["modes"] == 25 and ddim100["high_quality_%"] > 80, ddim100
+    assert "| DDPM | DDPM ancestral | 1000 |" in res.output and "report:" in res.output
