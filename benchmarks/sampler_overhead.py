@@ -7,6 +7,10 @@ ratio <= 1.0 means our loop adds no more than diffusers' does. The outputs are c
 
     python benchmarks/sampler_overhead.py runs/digits-ddpm --steps 50 --batch 64 --repeats 20
     python benchmarks/sampler_overhead.py configs/digits-ddpm.yaml   # random weights of the preset
+    python benchmarks/sampler_overhead.py runs/digits-ddpm --null-net  # loop overhead alone
+
+--null-net swaps the UNet for a module that returns 0.1 x (in both loops), so the times are the loops'
+own cost per step: schedule arithmetic, wrappers, updates.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from types import SimpleNamespace
 
 import torch
 
@@ -37,6 +42,13 @@ def diffusers_ddim(unet, scheduler, x: torch.Tensor, steps: int) -> tuple[torch.
     return x, nfe
 
 
+class NullUNet(torch.nn.Module):
+    """Stands in for UNet2DModel at (almost) zero cost: output 0.1 x, in diffusers' output wrapper."""
+
+    def forward(self, x, timestep):
+        return SimpleNamespace(sample=0.1 * x)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", help="a checkpoint / run directory, or a YAML config (random weights)")
@@ -44,6 +56,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--repeats", type=int, default=20, help="timed runs of each loop (after 2 warm-up runs each)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--null-net", action="store_true", help="replace the UNet by 0.1 x: time the loops alone")
     args = p.parse_args()
 
     device = torch.device(args.device)
@@ -60,6 +73,8 @@ def main() -> None:
     fam = build_family(cfg, shape)
     if weights is not None:
         fam.modules.load_state_dict(weights)
+    if args.null_net:
+        fam.modules["net"].unet = NullUNet()
     fam.modules.to(device).eval()
     den = CountNFE(fam.denoiser(fam.modules))
     unet = fam.modules["net"].unet  # the very module our denoiser wraps
@@ -96,7 +111,8 @@ def main() -> None:
     (xo, nfe_o), (xd, nfe_d) = outs["ours"], outs["diffusers"]
     med = {k: statistics.median(v) for k, v in times.items()}
     params = sum(p.numel() for p in unet.parameters())
-    print(f"{args.source}: UNet {params / 1e6:.2f} M parameters, batch {args.batch} x {shape}, DDIM {args.steps} steps, "
+    net = "null network (0.1 x)" if args.null_net else f"UNet {params / 1e6:.2f} M parameters"
+    print(f"{args.source}: {net}, batch {args.batch} x {shape}, DDIM {args.steps} steps, "
           f"{args.repeats} alternating repeats on {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
     print("| loop | NFE | median seconds | min | max |")
     print("|---|---|---|---|---|")
