@@ -261,3 +261,14 @@ def test_kernel_distance_near_zero_for_same_distribution_positive_for_shift():
         assert abs(value) < 0.05 * far, f"{name}: KID {value:.3g} is not small next to the shift's {far:.3g}"
     assert kernel_distance(a, shifted, seed=5, **kw) == kernel_distance(a, shifted, seed=5, **kw)
     assert kernel_distance(a, shifted, seed=5, **kw) != kernel_distance(a, shifted, seed=6, **kw)
+
+
+def test_precomputed_real_radii_give_the_same_scores():
+    from trilemma.metrics import knn_radii, prdc
+
+    g = np.random.default_rng(3)
+    real, fake = g.standard_normal((200, 8)), g.standard_normal((150, 8)) + 0.2
+    radii = knn_radii(torch.from_numpy(real), 5)
+    assert prdc(real, fake, k=5, real_radii=radii) == prdc(real, fake, k=5)
+    with pytest.raises(ValueError, match="real_radii"):
+        prdc(real, fake, k=5, real_radii=radii[:10])

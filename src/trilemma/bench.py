@@ -127,7 +127,8 @@ def config_from_dict(raw: dict, where: str, base: Path | None = None) -> BenchCo
 
 def expand_rows(cfg: BenchConfig) -> list[BenchRow]:
     """One BenchRow per combination of list-valued sampler / steps / eta / spacing in each entry."""
-    from .cli import SAMPLER_CHOICES, SPACING_CHOICES
+    from .samplers import SAMPLERS, default_spacing
+    from .schedules import SPACINGS
 
     where = getattr(cfg, "_where", "grid")
     out: list[BenchRow] = []
@@ -140,8 +141,8 @@ def expand_rows(cfg: BenchConfig) -> list[BenchRow]:
                 _fail(where, f"rows[{i}]: missing key {k!r}")
         values = {k: entry[k] if isinstance(entry.get(k), list) else [entry.get(k)] for k in LIST_KEYS}
         for sampler, steps, eta, spacing in itertools.product(*(values[k] for k in LIST_KEYS)):
-            if sampler not in SAMPLER_CHOICES:
-                _fail(where, f"rows[{i}]: sampler {sampler!r} is not one of {', '.join(SAMPLER_CHOICES)}")
+            if sampler not in SAMPLERS:
+                _fail(where, f"rows[{i}]: sampler {sampler!r} is not one of {', '.join(SAMPLERS)}")
             if not isinstance(steps, int) or steps < 1:
                 _fail(where, f"rows[{i}]: steps must be a positive integer, got {steps!r}")
             eta = 0.0 if eta is None else eta
@@ -149,9 +150,9 @@ def expand_rows(cfg: BenchConfig) -> list[BenchRow]:
                 _fail(where, f"rows[{i}]: eta must be in [0, 1], got {eta!r}")
             if sampler != "ddim" and eta:
                 _fail(where, f"rows[{i}]: eta is a DDIM option (sampler is {sampler})")
-            if spacing is not None and spacing not in SPACING_CHOICES:
-                _fail(where, f"rows[{i}]: spacing {spacing!r} is not one of {', '.join(SPACING_CHOICES)}")
-            spacing = spacing or ("linspace" if sampler == "dpmpp" else "leading")
+            if spacing is not None and spacing not in SPACINGS:
+                _fail(where, f"rows[{i}]: spacing {spacing!r} is not one of {', '.join(SPACINGS)}")
+            spacing = spacing or default_spacing(sampler)
             out.append(BenchRow(str(entry["checkpoint"]), sampler, steps, float(eta), spacing, entry.get("label")))
     _check_unique(out, where)
     return out
@@ -238,7 +239,11 @@ class Scorer:
 
         self.extractor = feature_net_for(self.reference.name, cfg.features == "inception", cfg.inception_weights)
         self.fd_name = self.extractor.metric
+        from .metrics import knn_radii
+
         self.ref_f, ref_logits = extract_features(self.extractor, self.reference.x, device=device)
+        # the reference's k-NN radii are the same for every row: computed once, not twice per row
+        self.ref_radii = {k: knn_radii(torch.from_numpy(self.ref_f), k) for k in (3, 5)}
         self.num_classes = ref_logits.shape[1]
         self.quality, self.diversity, self.lower_is_better = self.fd_name, "recall", True
 
@@ -260,8 +265,8 @@ class Scorer:
         from .features import extract_features
 
         f, logits = extract_features(self.extractor, x, device=self.device)
-        pr = M.precision_recall(self.ref_f, f, k=3)
-        dc = M.density_coverage(self.ref_f, f, k=5)
+        pr = M.precision_recall(self.ref_f, f, k=3, real_radii=self.ref_radii[3])
+        dc = M.density_coverage(self.ref_f, f, k=5, real_radii=self.ref_radii[5])
         kid_mean, _ = M.kernel_distance(self.ref_f, f, seed=seed)
         hist = M.class_histogram(logits, self.num_classes)
         return {
@@ -522,8 +527,8 @@ def pareto_plot(summary: dict, path: Path) -> Path:
             ax.step(xs[front], ys[front], where="post", color="tab:red", alpha=0.5, label="Pareto front")
         if floor is not None and floor.get(q) is not None:
             ax.axhline(floor[q], color="0.4", ls="--", label="data (train vs test)")
-        ylo = min(list(ys) + ([floor[q]] if floor and floor.get(q) is not None else []))
-        yhi = max(list(ys) + ([floor[q]] if floor and floor.get(q) is not None else []))
+        span = list(ys) + ([floor[q]] if floor is not None and floor.get(q) is not None else [])
+        ylo, yhi = min(span), max(span)
         pad = 0.08 * (yhi - ylo or 1.0)
         ax.set_ylim(ylo - pad, yhi + pad)  # keeps the floor line off the frame
         ax.set_xscale("log")

@@ -11,9 +11,10 @@ from pathlib import Path
 import click
 
 from .errors import TrilemmaError
+from .schedules import SPACINGS
 
 SAMPLER_CHOICES = ["ddpm", "ddim", "dpmpp"]
-SPACING_CHOICES = ["leading", "trailing", "linspace", "quadratic", "logsnr"]
+SPACING_CHOICES = list(SPACINGS)
 
 
 class _Group(click.Group):
@@ -113,7 +114,7 @@ def sample(ckpt, sampler, steps, eta, spacing, num, seed, noise, out, device):
     from .denoiser import CountNFE
     from .families import denoiser_from_checkpoint
     from .plotting import save_samples
-    from .samplers import generate
+    from .samplers import default_spacing, generate
 
     if not 0.0 <= eta <= 1.0:
         raise TrilemmaError(f"--eta must be in [0, 1], got {eta}")
@@ -131,7 +132,7 @@ def sample(ckpt, sampler, steps, eta, spacing, num, seed, noise, out, device):
             raise TrilemmaError(f"{noise}: shape {tuple(x_T.shape)} does not match (n, {', '.join(map(str, ck.sample_shape))})")
         num = x_T.shape[0]
     den = CountNFE(denoiser_from_checkpoint(ck, device))
-    spacing = spacing or ("linspace" if sampler == "dpmpp" else "leading")
+    spacing = spacing or default_spacing(sampler)
     t0 = time.perf_counter()
     x = generate(den, num, ck.sample_shape, sampler=sampler, steps=steps, eta=eta, spacing=spacing, seed=seed,
                  noise=x_T, device=device)

@@ -24,6 +24,7 @@ __all__ = [
     "slerp",
     "ddim_interpolate",
     "SAMPLERS",
+    "default_spacing",
 ]
 
 Callback = Callable[[dict], None] | None
@@ -142,6 +143,12 @@ SAMPLERS = {
     "ddim": sample_ddim,
     "dpmpp": sample_dpmpp_2m,
 }
+
+
+def default_spacing(sampler: str) -> str:
+    """The time grid a sampler uses unless told otherwise: DPM-Solver's linspace (Lu et al. 2022) for
+    dpmpp, diffusers' leading grid for the others."""
+    return "linspace" if sampler == "dpmpp" else "leading"
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:

@@ -47,12 +47,14 @@ def knn_radii(x: torch.Tensor, k: int, chunk_size: int = 2048) -> torch.Tensor:
 
 
 def prdc(
-    real, fake, k: int = 5, chunk_size: int = 2048, device=None, dtype: torch.dtype = torch.float64
+    real, fake, k: int = 5, chunk_size: int = 2048, device=None, dtype: torch.dtype = torch.float64,
+    real_radii: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Precision, recall (Kynkaanniemi et al. 2019) and density, coverage (Naeem et al. 2020) of fake vs real.
 
     real (N, D) and fake (M, D) are numpy arrays or torch tensors of features; k = 5 as in Naeem et al.
     (the DESIGN's precision/recall use k = 3: see `precision_recall`). Returns plain floats.
+    `real_radii` = knn_radii(real, k), when the same real set is scored against many fake sets.
     """
     x, y = as_tensor(real, device, dtype), as_tensor(fake, device, dtype)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
@@ -60,7 +62,9 @@ def prdc(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     n, m = x.shape[0], y.shape[0]
-    r_real = knn_radii(x, k, chunk_size)  # (N,)
+    if real_radii is not None and real_radii.shape != (n,):
+        raise ValueError(f"real_radii must have shape ({n},), got {tuple(real_radii.shape)}")
+    r_real = knn_radii(x, k, chunk_size) if real_radii is None else real_radii.to(x.device, x.dtype)  # (N,)
     r_fake = knn_radii(y, k, chunk_size)  # (M,)
 
     fake_in_real = torch.zeros(m, dtype=torch.bool, device=x.device)  # precision: fake j in some real ball
