@@ -22,7 +22,7 @@ from trilemma.samplers import (
     sample_dpmpp_2m,
     slerp,
 )
-from trilemma.schedules import Cosine, LinearBeta, alpha_sigma, time_grid
+from trilemma.schedules import Cosine, LinearBeta, Schedule, alpha_sigma, time_grid
 
 M, S = 0.5, 0.3
 
@@ -159,3 +159,45 @@ def test_generate_is_reproducible_and_takes_given_noise(mlp_denoiser):
     d = generate(mlp_denoiser, 8, (2,), sampler="ddim", steps=10, eta=0.0, seed=0, noise=noise)
     e = sample_ddim(mlp_denoiser, mlp_denoiser.schedule, noise, time_grid(mlp_denoiser.schedule, 10))
     assert torch.equal(d, e)
+
+
+class LearnedGamma(Schedule):
+    """A schedule with a trainable parameter, the way VDM's learned gamma has one."""
+
+    def __init__(self):
+        super().__init__()
+        self.gamma_max = nn.Parameter(torch.tensor(5.0))
+
+    def gamma(self, t):
+        return -10.0 + (self.gamma_max.double() + 10.0) * torch.as_tensor(t).double()
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+def test_denoiser_float_time_matches_tensor_time(prediction):
+    """Samplers pass a Python float t (levels cached); a (B,) tensor t recomputes everything: the two agree."""
+    torch.manual_seed(0)
+    den = PredictionDenoiser(MLP(2, 32, 2), LinearBeta(1000), prediction).eval()
+    z = torch.randn(8, 2)
+    with torch.no_grad():
+        for t in (1.0, 0.5, 0.013, 0.5):  # 0.5 twice: the second call reads the cache
+            cached = den(z, t)
+            fresh = den(z, torch.full((8,), t, dtype=torch.float64))
+            torch.testing.assert_close(cached, fresh, rtol=1e-6, atol=1e-6)
+    assert len(den._level_cache) == 3
+
+
+def test_denoiser_level_cache_follows_a_learned_schedule():
+    """Changing a learned schedule's parameter (an optimizer step) must not leave stale levels behind,
+    and with gradients on, alpha and sigma stay differentiable in the schedule's parameters."""
+    torch.manual_seed(0)
+    den = PredictionDenoiser(MLP(2, 32, 2), LearnedGamma(), "eps").eval()
+    z = torch.randn(8, 2)
+    with torch.no_grad():
+        before = den(z, 0.7)
+        den.schedule.gamma_max.add_(2.0)  # in place, as an optimizer step does
+        after = den(z, 0.7)
+        fresh = den(z, torch.full((8,), 0.7, dtype=torch.float64))
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, fresh, rtol=1e-6, atol=1e-6)
+    den(z, 0.7).sum().backward()
+    assert den.schedule.gamma_max.grad is not None and den.schedule.gamma_max.grad.abs() > 0

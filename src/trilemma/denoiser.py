@@ -60,13 +60,39 @@ def eps_from_x0(schedule: Schedule, z: torch.Tensor, x0: torch.Tensor, t) -> tor
 
 
 class PredictionDenoiser(nn.Module):
-    """Adapts a network net(z_t, timestep) predicting eps, v or x0 to denoiser(z_t, t) -> x0_hat."""
+    """Adapts a network net(z_t, timestep) predicting eps, v or x0 to denoiser(z_t, t) -> x0_hat.
+
+    Samplers call it with a Python float t under no_grad; then alpha_t, sigma_t and the network's
+    timestep are looked up in a small cache instead of being recomputed from the schedule on every
+    call. The cache key holds the version counters of the schedule's parameters and buffers, so a
+    learned schedule that changes (an optimizer step, load_state_dict) is never read stale; with
+    gradients on, or a tensor t, everything is computed afresh.
+    """
+
+    _CACHE_SIZE = 4096  # entries (time, batch, device, schedule state); cleared when full
 
     def __init__(self, net: nn.Module, schedule: Schedule, prediction: str = "eps"):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise TrilemmaError(f"model.prediction: unknown prediction type {prediction!r}; choose one of {PREDICTIONS}")
         self.net, self.schedule, self.prediction = net, schedule, prediction
+        self._level_cache: dict = {}
+
+    def _schedule_state(self) -> tuple:
+        return tuple((id(p), p._version) for p in (*self.schedule.parameters(), *self.schedule.buffers()))
+
+    def _scalar_levels(self, t: float, z: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+        """(alpha_t, sigma_t) as Python floats and the network's (B,) timestep tensor at time t."""
+        key = (t, z.shape[0], z.device, self._schedule_state())
+        hit = self._level_cache.get(key)
+        if hit is None:
+            tt = torch.tensor(t, dtype=torch.float32 if z.device.type == "mps" else torch.float64, device=z.device)
+            a, s = alpha_sigma(self.schedule, tt)
+            hit = (a.item(), s.item(), self.net_time(tt).expand(z.shape[0]).contiguous())
+            if len(self._level_cache) >= self._CACHE_SIZE:
+                self._level_cache.clear()
+            self._level_cache[key] = hit
+        return hit
 
     def net_time(self, t: torch.Tensor) -> torch.Tensor:
         """The conditioning the network is given at time t (diffusers' timestep convention)."""
@@ -77,6 +103,9 @@ class PredictionDenoiser(nn.Module):
         return self.net(z, self.net_time(_times(t, z)))
 
     def forward(self, z: torch.Tensor, t) -> torch.Tensor:
+        if isinstance(t, (float, int)) and not torch.is_grad_enabled():
+            a, s, net_t = self._scalar_levels(float(t), z)
+            return x0_from_output(self.prediction, z, self.net(z, net_t), a, s)
         t = _times(t, z)
         a, s = alpha_sigma(self.schedule, t)
         return x0_from_output(self.prediction, z, self.predict(z, t), _bcast(a, z), _bcast(s, z))

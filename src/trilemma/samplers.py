@@ -79,10 +79,12 @@ def sample_ddim(denoiser, schedule: Schedule, x, ts, *, eta: float = 0.0, genera
     for i, t in enumerate(t_list[:-1]):
         a_t, s_t, a_s, s_s = alpha[i], sigma[i], alpha[i + 1], sigma[i + 1]
         x0 = denoiser(x, t)
-        eps = (x - a_t * x0) / s_t
         # sigma_eta^2 = eta^2 * sigma_s^2 / sigma_t^2 * (1 - alpha_t^2 / alpha_s^2)  (eq. 16)
         std = eta * math.sqrt(max(s_s**2 / s_t**2 * (1 - a_t**2 / a_s**2), 0.0))
-        x = a_s * x0 + math.sqrt(max(s_s**2 - std**2, 0.0)) * eps
+        # x_s = alpha_s x0 + c eps with eps = (x - alpha_t x0) / sigma_t (eq. 12), c = sqrt(sigma_s^2 - std^2),
+        # collected into two coefficients so the update is two tensor ops
+        c = math.sqrt(max(s_s**2 - std**2, 0.0)) / s_t
+        x = torch.add(c * x, x0, alpha=a_s - c * a_t)
         if std > 0:
             x = x + std * randn_like(x, generator)
         if callback is not None:
