@@ -21,6 +21,8 @@ __all__ = [
     "LinearBeta",
     "Cosine",
     "VPSDE",
+    "DiscreteSchedule",
+    "VPSDEGrid",
     "LinearGamma",
     "ScheduleConfig",
     "build_schedule",
@@ -86,21 +88,20 @@ def posterior(schedule: Schedule, t: torch.Tensor, s: torch.Tensor):
     return c_z, c_x, var
 
 
-class LinearBeta(Schedule):
-    """DDPM's linear betas (Ho et al. 2020, sec. 4): beta_i from beta_start to beta_end, i = 1..T.
+class DiscreteSchedule(Schedule):
+    """A schedule given by its alphabar table on the training grid t_i = i / T, i = 0..T (alphabar_0 = 1,
+    gamma = -inf at t = 0). Between grid points log alphabar is interpolated linearly in t."""
 
-    The alphabar table is computed exactly as diffusers computes it (float32 linspace and cumprod),
-    so our samplers and diffusers' schedulers see the same noise levels. Between grid points log
-    alphabar is interpolated linearly in t; t = 0 has alphabar = 1 (gamma = -inf).
-    """
-
-    def __init__(self, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
+    def __init__(self, alphabar: torch.Tensor):
         super().__init__()
-        self.num_timesteps = num_timesteps
-        betas = torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float32)
-        alphabar = torch.cumprod(1.0 - betas, dim=0).to(torch.float64)
+        self.num_timesteps = len(alphabar)
+        alphabar = alphabar.to(torch.float64)
         # log alphabar at t_i = i / T, i = 0..T
         self.register_buffer("log_alphabar", torch.cat([alphabar.new_zeros(1), alphabar.log()]), persistent=False)
+
+    def betas(self) -> torch.Tensor:
+        """beta_i = 1 - alphabar_i / alphabar_{i-1}, i = 1..T (float64)."""
+        return -torch.expm1(self.log_alphabar[1:] - self.log_alphabar[:-1])
 
     def gamma(self, t):
         t = torch.as_tensor(t)
@@ -112,6 +113,35 @@ class LinearBeta(Schedule):
         log_ab = table[lo] * (1 - frac) + table[lo + 1] * frac
         g = torch.log(torch.expm1(-log_ab))  # log((1 - ab) / ab)
         return g.to(t.dtype if t.is_floating_point() else torch.float32)
+
+
+class LinearBeta(DiscreteSchedule):
+    """DDPM's linear betas (Ho et al. 2020, sec. 4): beta_i from beta_start to beta_end, i = 1..T.
+
+    The alphabar table is computed exactly as diffusers computes it (float32 linspace and cumprod),
+    so our samplers and diffusers' schedulers see the same noise levels.
+    """
+
+    def __init__(self, num_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
+        betas = torch.linspace(beta_start, beta_end, num_timesteps, dtype=torch.float32)
+        super().__init__(torch.cumprod(1.0 - betas, dim=0))
+
+
+def vp_sde_neg_log_alphabar(u: torch.Tensor, beta_min: float, beta_max: float) -> torch.Tensor:
+    """-log alphabar(u) = u^2 (b_max - b_min) / 2 + u b_min: the VP-SDE's integrated beta (Song et al. 2021)."""
+    return 0.5 * (beta_max - beta_min) * u**2 + beta_min * u
+
+
+class VPSDEGrid(DiscreteSchedule):
+    """DDGAN's schedule (Xiao et al. 2022, appendix): the VP-SDE on T steps at u_k = eps + k/T (1 - eps),
+    k = 0..T, measured from u_0, so alphabar_k = alphabar(u_k) / alphabar(u_0) and x_0 is the data.
+    Time t = k / T is step k; the network sees the index k - 1 (`Schedule.timestep`)."""
+
+    def __init__(self, num_timesteps: int = 4, beta_min: float = 0.1, beta_max: float = 20.0, eps: float = 1e-3):
+        u = eps + torch.arange(num_timesteps + 1, dtype=torch.float64) / num_timesteps * (1 - eps)
+        nla = vp_sde_neg_log_alphabar(u, beta_min, beta_max)
+        super().__init__(torch.exp(nla[0] - nla[1:]))
+        self.beta_min, self.beta_max, self.eps = beta_min, beta_max, eps
 
 
 class Cosine(Schedule):
@@ -140,9 +170,7 @@ class VPSDE(Schedule):
 
     def gamma(self, t):
         t = torch.as_tensor(t)
-        u = hi_precision(t)
-        neg_log_ab = 0.5 * (self.beta_max - self.beta_min) * u**2 + self.beta_min * u
-        g = torch.log(torch.expm1(neg_log_ab))
+        g = torch.log(torch.expm1(vp_sde_neg_log_alphabar(hi_precision(t), self.beta_min, self.beta_max)))
         return g.to(t.dtype if t.is_floating_point() else torch.float32)
 
 
@@ -161,17 +189,18 @@ class LinearGamma(Schedule):
 
 @dataclass
 class ScheduleConfig:
-    name: str = "linear-beta"  # linear-beta | cosine | vp-sde | linear-gamma
-    num_timesteps: int = 1000  # linear-beta: T (the grid t_i = i / T)
+    name: str = "linear-beta"  # linear-beta | cosine | vp-sde | vp-sde-grid | linear-gamma
+    num_timesteps: int = 1000  # linear-beta, vp-sde-grid: T (the grid t_i = i / T)
     beta_start: float = 1e-4  # linear-beta
     beta_end: float = 0.02  # linear-beta
     beta_min: float = 0.1  # vp-sde
     beta_max: float = 20.0  # vp-sde
+    grid_eps: float = 1e-3  # vp-sde-grid: first SDE time of the grid (u_0)
     gamma_min: float = -13.3  # linear-gamma
     gamma_max: float = 5.0  # linear-gamma
 
 
-SCHEDULES = ("linear-beta", "cosine", "vp-sde", "linear-gamma")
+SCHEDULES = ("linear-beta", "cosine", "vp-sde", "vp-sde-grid", "linear-gamma")
 
 
 def build_schedule(cfg: ScheduleConfig) -> Schedule:
@@ -182,6 +211,8 @@ def build_schedule(cfg: ScheduleConfig) -> Schedule:
         return Cosine()
     if cfg.name == "vp-sde":
         return VPSDE(cfg.beta_min, cfg.beta_max)
+    if cfg.name == "vp-sde-grid":
+        return VPSDEGrid(cfg.num_timesteps, cfg.beta_min, cfg.beta_max, cfg.grid_eps)
     if cfg.name == "linear-gamma":
         return LinearGamma(cfg.gamma_min, cfg.gamma_max)
     raise TrilemmaError(f"schedule.name: unknown schedule {cfg.name!r}; choose one of {', '.join(SCHEDULES)}")
