@@ -12,6 +12,26 @@ TOY = {
     "sample": {"sampler": "ddim", "steps": 5, "n": 64},
 }
 
+TOY_GAN = {
+    "family": "ddgan",
+    "data": {"name": "toy2d", "toy": "grid25", "n": 2048},
+    "schedule": {"name": "vp-sde-grid", "num_timesteps": 4},
+    "model": {"hidden": 32, "depth": 2},
+    "gan": {"latent_dim": 4, "d_hidden": 32, "d_depth": 2, "d_fourier": 2, "r1_gamma": 0.05, "lazy_reg": 2},
+    "train": {"steps": 6, "batch_size": 64, "warmup": 0, "grad_clip": 0.0, "save_every": 0, "log_every": 1},
+    "sample": {"sampler": "ddpm", "steps": 4, "n": 64},
+}
+
+DIGITS_GAN = {
+    "family": "ddgan",
+    "data": {"name": "digits"},
+    "schedule": {"name": "vp-sde-grid", "num_timesteps": 2},
+    "model": {"channels": [16, 32], "attention": [False, False], "norm_groups": 8},
+    "gan": {"latent_dim": 8, "d_channels": [16, 32]},
+    "train": {"steps": 2, "batch_size": 8, "warmup": 0, "save_every": 0},
+    "sample": {"sampler": "ddpm", "steps": 2, "n": 4},
+}
+
 DIGITS = {
     "family": "ddpm",
     "data": {"name": "digits"},

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import TOY, write_config
+from helpers import TOY, TOY_GAN, write_config
 from trilemma.checkpoint import load_checkpoint
 from trilemma.config import load_config
 from trilemma.errors import TrilemmaError
@@ -22,10 +22,11 @@ def _weights(run: Path) -> dict:
     return {**load_file(str(ck / "model.safetensors")), **load_file(str(ck / "train.safetensors"))}
 
 
-def test_resume_equals_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("base", [TOY, TOY_GAN], ids=["ddpm", "ddgan"])
+def test_resume_equals_uninterrupted_run(tmp_path, base):
     """Stopped after 3 steps and resumed to 7 = 7 steps straight: every tensor identical (weights,
-    EMA, optimizer moments, RNG states)."""
-    cfg_path = write_config(tmp_path / "toy.yaml", TOY, train={"steps": 7})
+    EMA, optimizer moments of every phase, RNG states)."""
+    cfg_path = write_config(tmp_path / "toy.yaml", base, train={"steps": 7})
     train(load_config(cfg_path), tmp_path / "straight", progress=False)
     train(load_config(cfg_path, ["train.steps=3"]), tmp_path / "resumed", progress=False)
     first = _weights(tmp_path / "resumed")
@@ -58,6 +59,31 @@ def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     assert all(torch.isfinite(v).all() for v in ck.weights.values())
 
 
+def test_ddgan_divergence_names_the_phase_and_step(tmp_path, monkeypatch):
+    """A GAN whose generator loss turns to NaN at step 6 stops there; the step-4 checkpoint stays."""
+    from trilemma.families.ddgan import DDGAN
+
+    real_loss = DDGAN.loss
+
+    def loss(self, phase, modules, x, rng, step):
+        out = real_loss(self, phase, modules, x, rng, step)
+        return out * float("nan") if (phase, step) == ("gen", 5) else out
+
+    monkeypatch.setattr(DDGAN, "loss", loss)
+    cfg = load_config(write_config(tmp_path / "gan.yaml", TOY_GAN, train={"steps": 20, "save_every": 2}))
+    with pytest.raises(TrilemmaError, match=r"diverged at step 6: gen loss is nan; the last good checkpoint \(step 4\)"):
+        train(cfg, tmp_path / "run", progress=False)
+    ck = load_checkpoint(tmp_path / "run")
+    assert ck.meta["step"] == 4 and all(torch.isfinite(v).all() for v in ck.weights.values())
+
+
+def test_divergence_before_any_checkpoint_says_so(tmp_path):
+    cfg = load_config(write_config(tmp_path / "toy.yaml", TOY, train={"steps": 50, "lr": 1e30, "warmup": 1,
+                                                                       "save_every": 0, "grad_clip": 0.0}))
+    with pytest.raises(TrilemmaError, match="no checkpoint was written"):
+        train(cfg, tmp_path / "run", progress=False)
+
+
 def test_ema_update_closed_form():
     m = torch.nn.Linear(3, 1)
     ema = EMA(m, decay=0.9)
@@ -68,12 +94,14 @@ def test_ema_update_closed_form():
     assert torch.allclose(ema.module.weight, 0.9 * before + 0.1 * m.weight)
 
 
-def test_two_processes_equal_one_process_on_the_doubled_batch(tmp_path):
+@pytest.mark.parametrize("base", [TOY, TOY_GAN], ids=["ddpm", "ddgan"])
+def test_two_processes_equal_one_process_on_the_doubled_batch(tmp_path, base):
     """Two processes (gloo DDP on the CPU) with batch b each give the weights of one process with
     batch 2b, to float tolerance (only the reduction order differs). On a machine without GPUs,
     `accelerate launch --multi_gpu` starts the processes through torchrun and trilemma's Accelerator
-    runs them on gloo (`--cpu --num_processes N` starts one process unless mpirun is set up)."""
-    cfg_path = write_config(tmp_path / "toy.yaml", TOY, train={"steps": 5, "batch_size": 32})
+    runs them on gloo (`--cpu --num_processes N` starts one process unless mpirun is set up). For
+    DDGAN this covers two optimizer phases, two D calls per backward and R1's double backward."""
+    cfg_path = write_config(tmp_path / "toy.yaml", base, train={"steps": 5, "batch_size": 32})
     env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
            "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "trilemma", "train", str(cfg_path),
@@ -84,5 +112,5 @@ def test_two_processes_equal_one_process_on_the_doubled_batch(tmp_path):
     train(load_config(cfg_path, ["train.batch_size=64"]), tmp_path / "single", progress=False)
     a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "single")
     for k in a:
-        if k.startswith(("modules.", "net.")):
+        if k.startswith(("modules.", "net.", "gen.")):
             assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), f"{k}: max diff {(a[k] - b[k]).abs().max():.2e}"

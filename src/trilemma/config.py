@@ -36,6 +36,24 @@ class ModelConfig:
 
 
 @dataclass
+class GANConfig:
+    """DDGAN (family ddgan): generator latent, discriminator size and the adversarial optimisation."""
+
+    latent_dim: int = 100  # z of G(x_t, z, t)
+    mapping_layers: int = 3  # image generator: MLP from z into the UNet's AdaGN conditioning
+    d_hidden: int = 256  # 2-D discriminator: width
+    d_depth: int = 3  # 2-D discriminator: residual blocks
+    d_fourier: int = 6  # 2-D discriminator: input Fourier features sin/cos(2^k pi x), k < d_fourier (0: raw x)
+    d_channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # image discriminator levels
+    lr_g: float = 1.6e-4  # generator learning rate (Adam)
+    lr_d: float = 1.25e-4  # discriminator learning rate (Adam)
+    beta1: float = 0.5  # Adam betas of both (Xiao et al. 2022)
+    beta2: float = 0.9
+    r1_gamma: float = 0.02  # R1 penalty weight on real x_{t-1}: r1_gamma / 2 * ||grad_x D||^2
+    lazy_reg: int = 1  # apply R1 every k steps (1: every step)
+
+
+@dataclass
 class TrainConfig:
     steps: int = 10_000  # optimizer steps
     batch_size: int = 256  # per process
@@ -63,15 +81,16 @@ class SampleConfig:
 
 @dataclass
 class Config:
-    family: str = "ddpm"  # ddpm (later: vdm, ddgan, latent)
+    family: str = "ddpm"  # ddpm | ddgan (later: vdm, latent)
     data: DataConfig = field(default_factory=DataConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    gan: GANConfig = field(default_factory=GANConfig)  # family ddgan only
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
 
-FAMILY_NAMES = ("ddpm",)
+FAMILY_NAMES = ("ddpm", "ddgan")
 
 
 def _type_name(tp) -> str:

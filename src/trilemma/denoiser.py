@@ -111,6 +111,14 @@ class PredictionDenoiser(nn.Module):
         return x0_from_output(self.prediction, z, self.predict(z, t), _bcast(a, z), _bcast(s, z))
 
 
+def seed_latents(denoiser: nn.Module, generator: torch.Generator | None) -> None:
+    """Point every latent-drawing denoiser inside `denoiser` (e.g. DDGAN's generator, whose latent z
+    is drawn on each call) at `generator`, so a sampling run is reproducible under one seed."""
+    for m in denoiser.modules():
+        if hasattr(m, "latent_generator"):
+            m.latent_generator = generator
+
+
 class CountNFE(nn.Module):
     """Counts network function evaluations: samplers never count their own (DESIGN.md)."""
 

@@ -30,11 +30,16 @@ __all__ = [
 Callback = Callable[[dict], None] | None
 
 
+def randn(shape, generator: torch.Generator | None, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Standard normal noise on `device`, drawn on the generator's device (so a CPU generator gives
+    the same numbers whatever device the result lives on)."""
+    draw_on = generator.device if generator is not None else device
+    return torch.randn(tuple(shape), generator=generator, device=draw_on, dtype=dtype).to(device)
+
+
 def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise shaped like x, drawn on the generator's device (so a CPU generator
-    gives the same numbers whatever device x is on)."""
-    device = generator.device if generator is not None else x.device
-    return torch.randn(x.shape, generator=generator, device=device, dtype=x.dtype).to(x.device)
+    """Standard normal noise shaped like x (see `randn`)."""
+    return randn(x.shape, generator, x.device, x.dtype)
 
 
 def _levels(schedule: Schedule, ts) -> tuple[list[float], list[float], list[float]]:
@@ -188,6 +193,7 @@ def generate(
 ) -> torch.Tensor:
     """Draw n samples: x_T from `noise` or N(0, I) under `seed` (a CPU generator, so the same seed
     gives the same x_T on every device), then the named sampler on `time_grid(steps, spacing)`."""
+    from .denoiser import seed_latents
     from .schedules import time_grid
 
     if sampler not in SAMPLERS:
@@ -198,5 +204,6 @@ def generate(
         noise = torch.randn((n, *sample_shape), generator=generator)
     x = noise.to(device=device, dtype=torch.float32)
     ts = time_grid(schedule, steps, spacing)
+    seed_latents(denoiser, generator)
     opts = {"eta": eta} if sampler == "ddim" else {}
     return SAMPLERS[sampler](denoiser, schedule, x, ts, generator=generator, callback=callback, **opts)

@@ -28,6 +28,7 @@ __all__ = [
     "build_schedule",
     "alpha_sigma",
     "posterior",
+    "transition",
     "time_grid",
     "SPACINGS",
 ]
@@ -69,6 +70,16 @@ def alpha_sigma(schedule: Schedule, t: torch.Tensor) -> tuple[torch.Tensor, torc
     """alpha_t = sqrt(sigmoid(-gamma)), sigma_t = sqrt(sigmoid(gamma)) (VDM eq. 3)."""
     g = schedule(t)
     return torch.sigmoid(-g).sqrt(), torch.sigmoid(g).sqrt()
+
+
+def transition(schedule: Schedule, t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """q(z_t | z_s) = N(alpha_{t|s} z_s, sigma_{t|s}^2) for s < t (VDM eq. 5-6, appendix A):
+    alpha_{t|s}^2 = alpha_t^2 / alpha_s^2 and sigma_{t|s}^2 = -expm1(softplus(gamma_s) - softplus(gamma_t)).
+    Computed in float64; returns (alpha_{t|s}, sigma_{t|s})."""
+    gt = schedule(torch.as_tensor(t, dtype=torch.float64))
+    gs = schedule(torch.as_tensor(s, dtype=torch.float64))
+    d = torch.nn.functional.softplus(gs) - torch.nn.functional.softplus(gt)  # log(alpha_t^2 / alpha_s^2)
+    return torch.exp(0.5 * d), torch.sqrt(-torch.expm1(d))
 
 
 def posterior(schedule: Schedule, t: torch.Tensor, s: torch.Tensor):

@@ -9,6 +9,7 @@ resumed run continues bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -85,9 +86,26 @@ def _ema_state(emas: dict[str, EMA]) -> dict[str, torch.Tensor]:
     return {f"{name}.{k}": v for name, e in emas.items() for k, v in e.module.state_dict().items()}
 
 
-def _lr_at(cfg: Config, step: int) -> float:
-    """Linear warm-up to the peak learning rate, then constant."""
-    return cfg.train.lr * min(1.0, (step + 1) / max(1, cfg.train.warmup))
+def _warmup_factor(cfg: Config, step: int) -> float:
+    """Linear warm-up to each phase's peak learning rate, then constant."""
+    return min(1.0, (step + 1) / max(1, cfg.train.warmup))
+
+
+def _phase_parameters(modules: nn.ModuleDict, names) -> list[nn.Parameter]:
+    return [p for n in names for p in modules[n].parameters()]
+
+
+@contextlib.contextmanager
+def _frozen(frozen: list[nn.Module]):
+    """requires_grad off for the trainable parameters of `frozen`, restored on exit."""
+    params = [p for m in frozen for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def _write_samples(family, emas, cfg: Config, sample_shape, reference, path: Path, device) -> None:
@@ -143,9 +161,10 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     modules = family.modules.to(device)
     emas = {name: EMA(modules[name], tc.ema_decay) for name in family.ema_names()}
     optimizers = {
-        phase: torch.optim.AdamW(family.parameters(phase), lr=tc.lr, weight_decay=tc.weight_decay)
-        for phase in family.phases
+        phase: torch.optim.AdamW(_phase_parameters(modules, names), **family.optimizer_options(phase))
+        for phase, names in family.phases.items()
     }
+    peak_lr = {phase: opt.param_groups[0]["lr"] for phase, opt in optimizers.items()}
     loader = InfiniteLoader(data, tc.batch_size, tc.seed, accelerator.process_index, accelerator.num_processes)
     rng = ShardedRNG(tc.seed + 1, accelerator.process_index, accelerator.num_processes, device)
     step = 0
@@ -201,23 +220,26 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     modules.train()
     while step < tc.steps:
         x = next(loader).to(device)
-        lr = _lr_at(cfg, step)
+        warm = _warmup_factor(cfg, step)
         logs = {}
-        for phase in family.phases:
+        for phase, names in family.phases.items():
             opt = prepared[phase]
             for group in opt.param_groups:
-                group["lr"] = lr
-            loss = family.loss(phase, wrapped, x, rng).mean()
-            value = loss.item()
-            if not math.isfinite(value):
-                bar.close()
-                raise TrilemmaError(
-                    f"training diverged at step {step + 1}: {phase} loss is {value}; "
-                    f"the last good checkpoint (step {last_good}) is kept in {ckpt_dir}"
-                )
-            accelerator.backward(loss)
+                group["lr"] = peak_lr[phase] * warm
+            # the phase's own modules run DDP-wrapped; the others run bare with frozen weights, so
+            # neither stray gradients nor DDP hooks reach them (a GAN's D during the G step)
+            phase_modules = nn.ModuleDict({n: wrapped[n] if n in names else modules[n] for n in modules})
+            with _frozen([modules[n] for n in modules if n not in names]):
+                loss = family.loss(phase, phase_modules, x, rng, step).mean()
+                value = loss.item()
+                if not math.isfinite(value):
+                    bar.close()
+                    kept = (f"the last good checkpoint (step {last_good}) is kept in {ckpt_dir}" if ckpt_dir.exists()
+                            else f"no checkpoint was written before it (train.save_every = {tc.save_every})")
+                    raise TrilemmaError(f"training diverged at step {step + 1}: {phase} loss is {value}; {kept}")
+                accelerator.backward(loss)
             if tc.grad_clip > 0:
-                accelerator.clip_grad_norm_(list(family.parameters(phase)), tc.grad_clip)
+                accelerator.clip_grad_norm_(_phase_parameters(modules, names), tc.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             logs[f"loss/{phase}"] = value
@@ -230,7 +252,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
             rate = (step - s0) / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix({**{k.split("/")[-1]: f"{v:.4f}" for k, v in smooth.items()}, "steps/s": f"{rate:.1f}"})
             if tc.tracker != "none":
-                accelerator.log({**logs, "lr": lr}, step=step)
+                accelerator.log({**logs, **{f"lr/{p}": lr * warm for p, lr in peak_lr.items()}}, step=step)
         bar.update(1)
         if tc.sample_every and step % tc.sample_every == 0 and step < tc.steps and accelerator.is_main_process:
             _write_samples(family, emas, cfg, data.shape, reference, samples_dir / f"step_{step:07d}.png", device)

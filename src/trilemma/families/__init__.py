@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from torch import nn
+
 from ..errors import TrilemmaError
+from .ddgan import DDGAN, GANDenoiser
 from .ddpm import DDPM, ddpm_loss
 
-FAMILIES = {"ddpm": DDPM}
+FAMILIES = {"ddpm": DDPM, "ddgan": DDGAN}
 
 
 def build_family(cfg, sample_shape: tuple[int, ...]):
@@ -15,14 +18,14 @@ def build_family(cfg, sample_shape: tuple[int, ...]):
     return FAMILIES[cfg.family](cfg, sample_shape)
 
 
-__all__ = ["DDPM", "FAMILIES", "build_family", "ddpm_loss", "denoiser_from_checkpoint"]
+__all__ = ["DDPM", "DDGAN", "GANDenoiser", "FAMILIES", "build_family", "ddpm_loss", "denoiser_from_checkpoint"]
 
 
 def denoiser_from_checkpoint(ck, device=None):
     """The EMA denoiser of a loaded checkpoint (`checkpoint.load_checkpoint`), in eval mode."""
     family = build_family(ck.cfg, ck.sample_shape)
-    try:
-        family.modules.load_state_dict(ck.weights)
+    try:  # the checkpoint's weights are the EMA modules (all of DDPM; DDGAN's generator only)
+        nn.ModuleDict({name: family.modules[name] for name in family.ema_names()}).load_state_dict(ck.weights)
     except RuntimeError as e:
         raise TrilemmaError(f"{ck.path}: weights do not match the config ({str(e).splitlines()[0]})") from None
     family.modules.to(device).eval()

@@ -23,7 +23,7 @@ def ddpm_loss(denoiser: PredictionDenoiser, x: torch.Tensor, u: torch.Tensor, ep
 class DDPM:
     """The DDPM family: a backbone under `PredictionDenoiser`, one optimizer phase."""
 
-    phases = ("model",)  # optimizer phases, stepped in this order every training step
+    phases = {"model": ("net",)}  # optimizer phase -> the modules it trains, stepped in this order
 
     def __init__(self, cfg, sample_shape: tuple[int, ...]):
         self.cfg = cfg
@@ -33,12 +33,13 @@ class DDPM:
     def ema_names(self) -> list[str]:
         return ["net"]
 
-    def parameters(self, phase: str):
-        return self.modules["net"].parameters()
+    def optimizer_options(self, phase: str) -> dict:
+        """AdamW at the config's peak learning rate (warm-up is the training loop's)."""
+        return {"lr": self.cfg.train.lr, "weight_decay": self.cfg.train.weight_decay}
 
     def denoiser(self, modules: nn.ModuleDict) -> PredictionDenoiser:
         return PredictionDenoiser(modules["net"], self.schedule, self.cfg.model.prediction)
 
-    def loss(self, phase: str, modules: nn.ModuleDict, x: torch.Tensor, rng) -> torch.Tensor:
+    def loss(self, phase: str, modules: nn.ModuleDict, x: torch.Tensor, rng, step: int) -> torch.Tensor:
         """Per-sample loss for one phase; the training loop reduces, backpropagates and logs."""
         return ddpm_loss(self.denoiser(modules), x, rng.rand(x.shape[0]), rng.randn(x.shape))

@@ -1,26 +1,64 @@
-"""Backbones: an MLP for 2-D data, diffusers' UNet2DModel for images."""
+"""Backbones: an MLP for 2-D data, diffusers' UNet2DModel for images; DDGAN's generators and
+discriminators on the same pieces."""
 
+from .discriminator import ConvDiscriminator, MLPDiscriminator
 from .mlp import MLP, timestep_embedding
-from .unet import UNet, build_unet
+from .unet import GANUNet, UNet, build_unet
 
 from ..errors import TrilemmaError
 
-__all__ = ["MLP", "UNet", "build_backbone", "build_unet", "timestep_embedding"]
+__all__ = [
+    "MLP",
+    "UNet",
+    "GANUNet",
+    "MLPDiscriminator",
+    "ConvDiscriminator",
+    "build_backbone",
+    "build_generator",
+    "build_discriminator",
+    "build_unet",
+    "timestep_embedding",
+]
 
 
-def build_backbone(model_cfg, sample_shape: tuple[int, ...]):
-    """An MLP for (D,) samples, a UNet for (C, H, W) images, sized by the model config."""
-    if len(sample_shape) == 1:
-        return MLP(sample_shape[0], model_cfg.hidden, model_cfg.depth)
-    if len(sample_shape) != 3:
-        raise TrilemmaError(f"no backbone for samples of shape {tuple(sample_shape)}")
-    c, h, w = sample_shape
+def _check_image(shape: tuple[int, ...], levels: int, what: str) -> None:
+    if len(shape) not in (1, 3):
+        raise TrilemmaError(f"no backbone for samples of shape {tuple(shape)}")
+    if len(shape) == 3 and shape[1] % 2 ** (levels - 1):
+        raise TrilemmaError(f"image size {shape[1]} is not divisible by 2^{levels - 1} ({what} levels)")
+
+
+def _unet(model_cfg, sample_shape, **extra):
     if len(model_cfg.attention) != len(model_cfg.channels):
         raise TrilemmaError(
             f"model.attention has {len(model_cfg.attention)} entries but model.channels has {len(model_cfg.channels)}"
         )
-    if h % 2 ** (len(model_cfg.channels) - 1):
-        raise TrilemmaError(f"image size {h} is not divisible by 2^{len(model_cfg.channels) - 1} (model.channels levels)")
-    unet = build_unet(h, c, model_cfg.channels, model_cfg.attention, model_cfg.layers_per_block,
-                      model_cfg.norm_groups, model_cfg.dropout)
-    return UNet(unet)
+    _check_image(sample_shape, len(model_cfg.channels), "model.channels")
+    c, h, _ = sample_shape
+    return build_unet(h, c, model_cfg.channels, model_cfg.attention, model_cfg.layers_per_block,
+                      model_cfg.norm_groups, model_cfg.dropout, **extra)
+
+
+def build_backbone(model_cfg, sample_shape: tuple[int, ...]):
+    """An MLP for (D,) samples, a UNet for (C, H, W) images, sized by the model config."""
+    _check_image(sample_shape, 1, "model.channels")
+    if len(sample_shape) == 1:
+        return MLP(sample_shape[0], model_cfg.hidden, model_cfg.depth)
+    return UNet(_unet(model_cfg, sample_shape))
+
+
+def build_generator(model_cfg, gan_cfg, sample_shape: tuple[int, ...]):
+    """DDGAN's G(x_t, timestep, z): the backbone of `model` with a latent of `gan.latent_dim`."""
+    _check_image(sample_shape, 1, "model.channels")
+    if len(sample_shape) == 1:
+        return MLP(sample_shape[0], model_cfg.hidden, model_cfg.depth, latent_dim=gan_cfg.latent_dim)
+    unet = _unet(model_cfg, sample_shape, class_embed_type="identity", resnet_time_scale_shift="scale_shift")
+    return GANUNet(unet, gan_cfg.latent_dim, gan_cfg.mapping_layers)
+
+
+def build_discriminator(gan_cfg, sample_shape: tuple[int, ...]):
+    """DDGAN's D(x_{t-1}, x_t, timestep): an MLP for (D,) samples, a conv net for images."""
+    _check_image(sample_shape, len(gan_cfg.d_channels), "gan.d_channels")
+    if len(sample_shape) == 1:
+        return MLPDiscriminator(sample_shape[0], gan_cfg.d_hidden, gan_cfg.d_depth, fourier=gan_cfg.d_fourier)
+    return ConvDiscriminator(sample_shape[0], tuple(gan_cfg.d_channels))

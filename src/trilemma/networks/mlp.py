@@ -16,14 +16,30 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
 
+def fourier_features(x: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, D) -> (B, D (1 + 2n)): x with sin and cos of 2^k pi x, k = 0..n-1, per coordinate (the
+    positional encoding of Mildenhall et al. 2020; Tancik et al. 2020 show it lets an MLP fit fine
+    detail; VDM's Fourier features are the same map)."""
+    if n == 0:
+        return x
+    freqs = math.pi * 2.0 ** torch.arange(n, device=x.device, dtype=x.dtype)
+    args = (x[..., None] * freqs).flatten(1)  # (B, D n)
+    return torch.cat([x, torch.sin(args), torch.cos(args)], dim=1)
+
+
 class MLP(nn.Module):
     """x (B, D), timestep (B,) -> (B, D): `depth` residual SiLU blocks of width `hidden`, the time
-    embedding added to every block (the MLP analogue of a UNet's time conditioning)."""
+    embedding added to every block (the MLP analogue of a UNet's time conditioning).
 
-    def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 4, temb_dim: int = 128):
+    With `latent_dim` > 0 it is a generator G(x, timestep, latent): the latent (B, latent_dim) goes
+    through a small mapping network and joins the time embedding (DDGAN's generator conditioning)."""
+
+    def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 4, temb_dim: int = 128, latent_dim: int = 0):
         super().__init__()
-        self.temb_dim = temb_dim
+        self.temb_dim, self.latent_dim = temb_dim, latent_dim
         self.time = nn.Sequential(nn.Linear(temb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        if latent_dim:
+            self.mapping = nn.Sequential(nn.Linear(latent_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.inp = nn.Linear(dim, hidden)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, hidden)) for _ in range(depth)
@@ -31,8 +47,10 @@ class MLP(nn.Module):
         self.temb_proj = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
         self.out = nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
         emb = self.time(timestep_embedding(timestep, self.temb_dim))  # (B, hidden)
+        if self.latent_dim:
+            emb = emb + self.mapping(latent)
         h = self.inp(x)
         for block, proj in zip(self.blocks, self.temb_proj):
             h = h + block(h + proj(emb))

@@ -15,8 +15,10 @@ def build_unet(
     layers_per_block: int = 1,
     norm_groups: int = 8,
     dropout: float = 0.0,
+    **extra,
 ) -> UNet2DModel:
-    """A UNet2DModel with one resolution level per entry of `channels` (attention where asked)."""
+    """A UNet2DModel with one resolution level per entry of `channels` (attention where asked);
+    `extra` goes to UNet2DModel (e.g. the class-embedding options of a GAN generator)."""
     down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention)
     up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention))
     return UNet2DModel(
@@ -29,6 +31,7 @@ def build_unet(
         layers_per_block=layers_per_block,
         norm_num_groups=norm_groups,
         dropout=dropout,
+        **extra,
     )
 
 
@@ -41,3 +44,23 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         return self.unet(x, timestep).sample
+
+
+class GANUNet(nn.Module):
+    """A DDGAN image generator G(x_t, timestep, latent) -> x0' in [-1, 1] (Xiao et al. 2022, sec. 4):
+    the latent goes through a mapping MLP into UNet2DModel's class embedding, which is added to the
+    time embedding and applied as a GroupNorm scale and shift in every ResNet block (AdaGN, with
+    `class_embed_type="identity"` and `resnet_time_scale_shift="scale_shift"`); tanh output."""
+
+    def __init__(self, unet: UNet2DModel, latent_dim: int, mapping_layers: int = 3):
+        super().__init__()
+        emb = unet.config.block_out_channels[0] * 4  # UNet2DModel's time-embedding width
+        layers, width = [], latent_dim
+        for _ in range(mapping_layers):
+            layers += [nn.Linear(width, emb), nn.SiLU()]
+            width = emb
+        self.mapping = nn.Sequential(*layers[:-1])  # (B, latent_dim) -> (B, emb), no final activation
+        self.unet, self.latent_dim = unet, latent_dim
+
+    def forward(self, x: torch.Tensor, timestep: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.unet(x, timestep, class_labels=self.mapping(latent)).sample)

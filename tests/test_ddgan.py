@@ -1,0 +1,155 @@
+"""DDGAN: the VP-SDE grid against closed forms computed here, the generator as a denoiser, training."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from helpers import DIGITS_GAN, TOY_GAN, write_config
+from trilemma.config import load_config
+from trilemma.denoiser import CountNFE, seed_latents
+from trilemma.families import build_family, denoiser_from_checkpoint
+from trilemma.families.ddgan import posterior_sample, step_pairs
+from trilemma.checkpoint import load_checkpoint
+from trilemma.samplers import generate, sample_ancestral
+from trilemma.schedules import VPSDEGrid, alpha_sigma, posterior, time_grid, transition
+from trilemma.training import train
+
+T, B_MIN, B_MAX, EPS = 4, 0.1, 20.0, 1e-3
+
+
+def closed_form_grid():
+    """Per-step betas, alphabar, posterior variance and mean coefficients of DDGAN's T-step VP-SDE
+    (Xiao et al. 2022, appendix; DDPM eq. 7), in numpy float64 from the definitions."""
+    u = EPS + np.arange(T + 1) / T * (1 - EPS)
+    ab_sde = np.exp(-(0.5 * (B_MAX - B_MIN) * u**2 + B_MIN * u))  # alphabar(u) of the VP-SDE
+    beta = 1 - ab_sde[1:] / ab_sde[:-1]  # beta_1..T
+    ab = np.cumprod(1 - beta)  # alphabar_1..T
+    ab_prev = np.concatenate([[1.0], ab[:-1]])
+    var = (1 - ab_prev) / (1 - ab) * beta  # beta tilde
+    c_x = np.sqrt(ab_prev) * beta / (1 - ab)
+    c_z = np.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)
+    return beta, ab, var, c_x, c_z
+
+
+def test_vp_sde_grid_matches_closed_forms():
+    s = VPSDEGrid(T, B_MIN, B_MAX, EPS)
+    beta, ab, var, c_x, c_z = closed_form_grid()
+    np.testing.assert_allclose(s.betas().numpy(), beta, rtol=1e-12)
+    t = torch.arange(1, T + 1, dtype=torch.float64) / T
+    a, sig = alpha_sigma(s, t)
+    np.testing.assert_allclose((a**2).numpy(), ab, rtol=1e-10)
+    np.testing.assert_allclose((sig**2).numpy(), 1 - ab, rtol=1e-10)
+    pz, px, pv = posterior(s, t, t - 1 / T)
+    np.testing.assert_allclose(pv.numpy(), var, rtol=1e-10, atol=1e-15)
+    np.testing.assert_allclose(px.numpy(), c_x, rtol=1e-10)
+    np.testing.assert_allclose(pz.numpy(), c_z, rtol=1e-10, atol=1e-15)
+    at, st = transition(s, t, t - 1 / T)
+    np.testing.assert_allclose((at**2).numpy(), 1 - beta, rtol=1e-10)
+    np.testing.assert_allclose((st**2).numpy(), beta, rtol=1e-10)
+    # the network sees the step index k - 1, and sampling visits every step once
+    assert s.timestep(t).tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert time_grid(s, T).tolist() == [1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+def test_last_step_returns_x0_exactly():
+    s = VPSDEGrid(T)
+    x_t, x0, noise = torch.randn(3, 8, 2).unbind(0)
+    t, zero = torch.full((8,), 1 / T, dtype=torch.float64), torch.zeros(8, dtype=torch.float64)
+    c_z, c_x, var = posterior(s, t, zero)
+    assert torch.all(c_z == 0) and torch.all(c_x == 1) and torch.all(var == 0)
+    assert torch.equal(posterior_sample(s, x_t, x0, t, zero, noise), x0)
+
+
+def test_training_pairs_have_the_forward_marginals():
+    """x_{k-1} ~ q(x_{k-1} | x) and x_k ~ q(x_k | x_{k-1}) give x_k ~ q(x_k | x): for x = 0 the
+    empirical std of x_k at every step is sigma_k (200k draws)."""
+    s = VPSDEGrid(T)
+    gen = torch.Generator().manual_seed(0)
+    n = 200_000
+    x = torch.zeros(n, 1)
+    u = torch.rand(n, generator=gen)
+    t, s_, x_s, x_t = step_pairs(s, x, u, torch.randn(n, 1, generator=gen), torch.randn(n, 1, generator=gen))
+    assert torch.allclose(t - s_, torch.full_like(t, 1 / T))
+    for k in range(1, T + 1):
+        sel = (t * T).round() == k
+        _, sigma = alpha_sigma(s, torch.tensor(k / T, dtype=torch.float64))
+        assert abs(x_t[sel].std().item() - sigma.item()) < 0.01
+        _, sigma_prev = alpha_sigma(s, torch.tensor((k - 1) / T, dtype=torch.float64))
+        assert abs(x_s[sel].std().item() - sigma_prev.item()) < 0.01
+
+
+@pytest.mark.parametrize("base,shape", [(TOY_GAN, (2,)), (DIGITS_GAN, (1, 8, 8))], ids=["mlp", "unet"])
+def test_generator_depends_on_z_and_is_seeded(tmp_path, base, shape):
+    cfg = load_config(write_config(tmp_path / "c.yaml", base))
+    torch.manual_seed(0)
+    fam = build_family(cfg, shape)
+    den = fam.denoiser(fam.modules).eval()
+    x_t = torch.randn(4, *shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        a, b = den(x_t, 0.5), den(x_t, 0.5)  # two latents for one x_t
+        assert (a - b).abs().flatten(1).amax(1).min() > 1e-4, "two z give different x0' for every x_t"
+        seed_latents(den, torch.Generator().manual_seed(7))
+        c = den(x_t, 0.5)
+        seed_latents(den, torch.Generator().manual_seed(7))
+        assert torch.equal(c, den(x_t, 0.5)), "the same latent generator gives the same x0'"
+    if len(shape) == 3:
+        assert a.abs().max() <= 1.0, "the image generator ends in tanh"
+
+
+def test_ddgan_samples_with_T_evaluations_and_a_seed(tmp_path):
+    cfg = load_config(write_config(tmp_path / "c.yaml", TOY_GAN))
+    torch.manual_seed(0)
+    fam = build_family(cfg, (2,))
+    den = CountNFE(fam.denoiser(fam.modules).eval())
+    x1 = generate(den, 16, (2,), sampler="ddpm", steps=T, seed=3)
+    assert den.nfe == T and x1.shape == (16, 2) and torch.isfinite(x1).all()
+    assert torch.equal(x1, generate(den, 16, (2,), sampler="ddpm", steps=T, seed=3))
+    assert not torch.equal(x1, generate(den, 16, (2,), sampler="ddpm", steps=T, seed=4))
+    with pytest.raises(Exception, match="exceeds"):
+        generate(den, 16, (2,), sampler="ddpm", steps=T + 1)
+
+
+def test_ddgan_trains_and_loads_from_its_checkpoint(tmp_path):
+    """A few steps of the one training loop; the checkpoint holds the generator's EMA, which samples."""
+    cfg = load_config(write_config(tmp_path / "c.yaml", TOY_GAN, train={"steps": 4}))
+    train(cfg, tmp_path / "run", progress=False)
+    ck = load_checkpoint(tmp_path / "run")
+    assert all(k.startswith("gen.") for k in ck.weights), "only G is kept as EMA weights"
+    tensors, meta = ck.train_state()
+    assert set(meta["optimizers"]) == {"disc", "gen"}
+    den = denoiser_from_checkpoint(ck)
+    x = sample_ancestral(den, den.schedule, torch.randn(8, 2), time_grid(den.schedule, T))
+    assert torch.isfinite(x).all()
+
+
+def test_ddgan_needs_a_discrete_schedule(tmp_path):
+    from trilemma.errors import TrilemmaError
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", TOY_GAN, schedule={"name": "vp-sde"}))
+    with pytest.raises(TrilemmaError, match="discrete schedule"):
+        build_family(cfg, (2,))
+
+
+def test_r1_penalty_is_the_squared_input_gradient(tmp_path):
+    """The disc loss with R1 minus the loss without it equals r1_gamma / 2 ||grad_x D(x_real)||^2."""
+    cfg = load_config(write_config(tmp_path / "c.yaml", TOY_GAN))
+    torch.manual_seed(0)
+    fam = build_family(cfg, (2,))
+    from trilemma.training import ShardedRNG
+
+    x = torch.randn(16, 2)
+    with_r1 = fam.loss("disc", fam.modules, x, ShardedRNG(5), step=0)  # lazy_reg 2: step 0 has R1
+    without = fam.loss("disc", fam.modules, x, ShardedRNG(5), step=1)
+    t, s, x_s, x_t = step_pairs(fam.schedule, x, *_draws(ShardedRNG(5), x))
+    x_s.requires_grad_(True)
+    d = fam.modules["disc"](x_s, x_t, fam.schedule.timestep(t).float())
+    (g,) = torch.autograd.grad(d.sum(), x_s)
+    expected = 0.5 * cfg.gan.r1_gamma * g.square().sum(1)
+    torch.testing.assert_close(with_r1 - without, expected, rtol=1e-4, atol=1e-6)
+    assert math.isclose(cfg.gan.r1_gamma, 0.05)
+
+
+def _draws(rng, x):
+    return rng.rand(x.shape[0]), rng.randn(x.shape), rng.randn(x.shape)
