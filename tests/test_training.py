@@ -114,3 +114,14 @@ def test_two_processes_equal_one_process_on_the_doubled_batch(tmp_path, base):
     for k in a:
         if k.startswith(("modules.", "net.", "gen.")):
             assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), f"{k}: max diff {(a[k] - b[k]).abs().max():.2e}"
+
+
+@pytest.mark.parametrize("preset", sorted(Path(__file__).parent.parent.glob("configs/*.yaml")), ids=lambda p: p.stem)
+def test_every_preset_loads_and_builds(preset):
+    """The shipped presets stay valid as the config schema grows: they load and their family builds."""
+    from trilemma.families import build_family
+
+    cfg = load_config(preset)
+    shape = {"toy2d": (2,), "digits": (1, 8, 8)}.get(cfg.data.name, (1, 32, 32) if cfg.data.pad32 else (1, 28, 28))
+    fam = build_family(cfg, shape)
+    assert sum(p.numel() for p in fam.modules.parameters()) > 0

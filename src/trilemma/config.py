@@ -57,7 +57,7 @@ class GANConfig:
 class TrainConfig:
     steps: int = 10_000  # optimizer steps
     batch_size: int = 256  # per process
-    lr: float = 1e-3  # peak learning rate (AdamW)
+    lr: float = 1e-3  # peak learning rate (AdamW; ddgan uses gan.lr_g and gan.lr_d)
     weight_decay: float = 0.0
     warmup: int = 200  # linear warm-up steps
     grad_clip: float = 1.0  # max global grad norm; 0 disables
