@@ -59,6 +59,11 @@ def eps_from_x0(schedule: Schedule, z: torch.Tensor, x0: torch.Tensor, t) -> tor
     return (z - _bcast(a, z) * x0) / _bcast(s, z)
 
 
+def net_time(schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
+    """The conditioning a network is given at time t (diffusers' timestep convention), float32."""
+    return schedule.timestep(t).to(torch.float32)
+
+
 class PredictionDenoiser(nn.Module):
     """Adapts a network net(z_t, timestep) predicting eps, v or x0 to denoiser(z_t, t) -> x0_hat.
 
@@ -86,17 +91,16 @@ class PredictionDenoiser(nn.Module):
         key = (t, z.shape[0], z.device, self._schedule_state())
         hit = self._level_cache.get(key)
         if hit is None:
-            tt = torch.tensor(t, dtype=torch.float32 if z.device.type == "mps" else torch.float64, device=z.device)
-            a, s = alpha_sigma(self.schedule, tt)
-            hit = (a.item(), s.item(), self.net_time(tt).expand(z.shape[0]).contiguous())
+            tt = _times(t, z)  # (B,)
+            a, s = alpha_sigma(self.schedule, tt[:1])
+            hit = (a.item(), s.item(), self.net_time(tt))
             if len(self._level_cache) >= self._CACHE_SIZE:
                 self._level_cache.clear()
             self._level_cache[key] = hit
         return hit
 
     def net_time(self, t: torch.Tensor) -> torch.Tensor:
-        """The conditioning the network is given at time t (diffusers' timestep convention)."""
-        return self.schedule.timestep(t).to(torch.float32)
+        return net_time(self.schedule, t)
 
     def predict(self, z: torch.Tensor, t) -> torch.Tensor:
         """The raw network output (eps, v or x0) at (z_t, t)."""

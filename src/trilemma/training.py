@@ -189,6 +189,13 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     wrapped = nn.ModuleDict({name: accelerator.prepare(m) if any(p.requires_grad for p in m.parameters()) else m
                              for name, m in modules.items()})
     prepared = {phase: accelerator.prepare(opt) for phase, opt in optimizers.items()}
+    # per phase: its own modules run DDP-wrapped, the others bare and frozen (see _frozen), so neither
+    # stray gradients nor DDP hooks reach them (a GAN's D during the G step)
+    phase_views = {
+        phase: (nn.ModuleDict({n: wrapped[n] if n in names else modules[n] for n in modules}),
+                [modules[n] for n in modules if n not in names])
+        for phase, names in family.phases.items()
+    }
     if tc.tracker != "none":
         accelerator.init_trackers("trilemma", config={k: str(v) for k, v in to_dict(cfg)["train"].items()})
 
@@ -226,10 +233,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
             opt = prepared[phase]
             for group in opt.param_groups:
                 group["lr"] = peak_lr[phase] * warm
-            # the phase's own modules run DDP-wrapped; the others run bare with frozen weights, so
-            # neither stray gradients nor DDP hooks reach them (a GAN's D during the G step)
-            phase_modules = nn.ModuleDict({n: wrapped[n] if n in names else modules[n] for n in modules})
-            with _frozen([modules[n] for n in modules if n not in names]):
+            phase_modules, others = phase_views[phase]
+            with _frozen(others):
                 loss = family.loss(phase, phase_modules, x, rng, step).mean()
                 value = loss.item()
                 if not math.isfinite(value):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..denoiser import _bcast, _times
+from ..denoiser import _bcast, _times, net_time
 from ..errors import TrilemmaError
 from ..networks import build_discriminator, build_generator
 from ..samplers import randn
@@ -32,7 +32,7 @@ class GANDenoiser(nn.Module):
     def forward(self, z: torch.Tensor, t) -> torch.Tensor:
         t = _times(t, z)
         latent = randn((z.shape[0], self.gen.latent_dim), self.latent_generator, z.device, z.dtype)
-        return self.gen(z, self.schedule.timestep(t).to(torch.float32), latent)
+        return self.gen(z, net_time(self.schedule, t), latent)
 
 
 def step_pairs(schedule, x: torch.Tensor, u: torch.Tensor, eps: torch.Tensor, eps_step: torch.Tensor):
@@ -100,7 +100,7 @@ class DDGAN:
         every `lazy_reg` steps (unscaled, as in the paper's code); gen: softplus(-D(fake))."""
         gen, disc = modules["gen"], modules["disc"]
         t, s, x_s, x_t = step_pairs(self.schedule, x, rng.rand(x.shape[0]), rng.randn(x.shape), rng.randn(x.shape))
-        net_t = self.schedule.timestep(t).to(torch.float32)
+        net_t = net_time(self.schedule, t)
         if phase == "disc":
             with torch.no_grad():
                 fake = self._fake(gen, x_t, t, s, rng, net_t)
