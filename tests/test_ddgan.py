@@ -153,3 +153,36 @@ def test_r1_penalty_is_the_squared_input_gradient(tmp_path):
 
 def _draws(rng, x):
     return rng.rand(x.shape[0]), rng.randn(x.shape), rng.randn(x.shape)
+
+
+def test_minibatch_std_groups_consecutive_samples_and_shards_exactly():
+    """Each run of `group` consecutive samples gets the mean (over features and positions) of its
+    per-feature std; splitting the batch into contiguous halves the group divides changes nothing
+    (what keeps a data-parallel discriminator equal to one process)."""
+    from trilemma.networks.discriminator import minibatch_std
+
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(8, 3, 2, 2, generator=g)
+    out = minibatch_std(h, 4)
+    assert out.shape == (8, 4, 2, 2) and torch.equal(out[:, :3], h)
+    x = h.numpy().reshape(2, 4, -1)
+    expect = np.sqrt(x.var(axis=1) + 1e-8).mean(axis=1)  # (2,) per group
+    np.testing.assert_allclose(out[:, 3].numpy(), np.repeat(expect, 4)[:, None, None].repeat(2, 1).repeat(2, 2), rtol=1e-5)
+    halves = torch.cat([minibatch_std(h[:4], 4), minibatch_std(h[4:], 4)])
+    torch.testing.assert_close(out, halves, rtol=0, atol=0)
+    same = minibatch_std(torch.ones(4, 5), 4)  # a collapsed group: zero spread
+    assert same.shape == (4, 6) and torch.allclose(same[:, 5], torch.full((4,), 1e-4))
+
+
+def test_discriminator_fourier_features_do_not_alias_over_the_data_range():
+    """Two 2-D inputs one lowest period of the old base (2) apart must differ in some feature other
+    than x itself, over the range unit-variance toy data and its noised x_t span."""
+    from trilemma.networks.discriminator import FOURIER_BASE
+    from trilemma.networks.mlp import fourier_features
+
+    x = torch.tensor([[-1.4, 0.3]], dtype=torch.float64)
+    f, f2 = fourier_features(x, 8, FOURIER_BASE), fourier_features(x + 2.0, 8, FOURIER_BASE)
+    assert (f[:, 2:] - f2[:, 2:]).abs().max() > 0.5
+    k = torch.arange(8, dtype=torch.float64)
+    np.testing.assert_allclose(f[0, 2:10].numpy(), torch.sin(-1.4 * FOURIER_BASE * 2 ** k).numpy())
+    assert 2 * math.pi / FOURIER_BASE >= 8  # lowest period covers [-4, 4]

@@ -43,8 +43,9 @@ class GANConfig:
     mapping_layers: int = 3  # image generator: MLP from z into the UNet's AdaGN conditioning
     d_hidden: int = 256  # 2-D discriminator: width
     d_depth: int = 3  # 2-D discriminator: residual blocks
-    d_fourier: int = 6  # 2-D discriminator: input Fourier features sin/cos(2^k pi x), k < d_fourier (0: raw x)
+    d_fourier: int = 8  # 2-D discriminator: input Fourier features sin/cos(2^k pi/4 x), k < d_fourier (0: raw x)
     d_channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # image discriminator levels
+    d_group: int = 4  # minibatch-std feature over groups of this many consecutive samples (0: none)
     lr_g: float = 1.6e-4  # generator learning rate (Adam)
     lr_d: float = 1.25e-4  # discriminator learning rate (Adam)
     beta1: float = 0.5  # Adam betas of both (Xiao et al. 2022)

@@ -60,5 +60,6 @@ def build_discriminator(gan_cfg, sample_shape: tuple[int, ...]):
     """DDGAN's D(x_{t-1}, x_t, timestep): an MLP for (D,) samples, a conv net for images."""
     _check_image(sample_shape, len(gan_cfg.d_channels), "gan.d_channels")
     if len(sample_shape) == 1:
-        return MLPDiscriminator(sample_shape[0], gan_cfg.d_hidden, gan_cfg.d_depth, fourier=gan_cfg.d_fourier)
-    return ConvDiscriminator(sample_shape[0], tuple(gan_cfg.d_channels))
+        return MLPDiscriminator(sample_shape[0], gan_cfg.d_hidden, gan_cfg.d_depth, fourier=gan_cfg.d_fourier,
+                                group=gan_cfg.d_group)
+    return ConvDiscriminator(sample_shape[0], tuple(gan_cfg.d_channels), group=gan_cfg.d_group)

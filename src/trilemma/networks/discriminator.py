@@ -15,28 +15,47 @@ from torch.nn import functional as F
 from .mlp import fourier_features, timestep_embedding
 
 
+def minibatch_std(h: torch.Tensor, group: int) -> torch.Tensor:
+    """Append one feature (channel) to h (B, C, ...): the mean over features and positions of the
+    standard deviation across a group of samples (Karras et al. 2018, sec. 3), the same for every member.
+    Groups are runs of gcd(group, B) consecutive samples, so a batch split into contiguous per-process
+    slices whose size `group` divides sees the same groups as one process with the whole batch."""
+    n = h.shape[0]
+    g = math.gcd(group, n)
+    y = h.reshape(n // g, g, *h.shape[1:])  # (B/g, g, C, ...)
+    y = (y.var(dim=1, unbiased=False) + 1e-8).sqrt().flatten(1).mean(1)  # (B/g,)
+    y = y.repeat_interleave(g).reshape(n, *([1] * (h.dim() - 1)))  # (B, 1, ...)
+    return torch.cat([h, y.expand(n, 1, *h.shape[2:])], dim=1)
+
+
+FOURIER_BASE = math.pi / 4  # lowest input frequency: period 8, wider than unit-variance 2-D data and its x_t
+
+
 class MLPDiscriminator(nn.Module):
     """(x_prev, x_t) (B, D) each, timestep (B,) -> (B,): residual LeakyReLU(0.2) blocks of width
-    `hidden`, the time embedding added to every block. With `fourier` > 0 both inputs are seen
+    `hidden`, the time embedding added to every block, and with `group` > 0 a `minibatch_std` feature
+    before the logit. With `fourier` > 0 both inputs are seen
     through `fourier_features`: without them an MLP learns sharp modes (the 25-Gaussian grid's are
     0.018 wide) so slowly that the generator outruns it and the game stalls at chance."""
 
-    def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 3, temb_dim: int = 128, fourier: int = 0):
+    def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 3, temb_dim: int = 128, fourier: int = 0,
+                 group: int = 0):
         super().__init__()
-        self.temb_dim, self.fourier = temb_dim, fourier
+        self.temb_dim, self.fourier, self.group = temb_dim, fourier, group
         self.time = nn.Sequential(nn.Linear(temb_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden))
         self.inp = nn.Linear(2 * dim * (1 + 2 * fourier), hidden)
         self.temb_proj = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
         self.blocks = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
-        self.out = nn.Linear(hidden, 1)
+        self.out = nn.Linear(hidden + (group > 0), 1)
 
     def forward(self, x_prev: torch.Tensor, x_t: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         emb = self.time(timestep_embedding(timestep, self.temb_dim))  # (B, hidden)
         pair = torch.cat([x_prev, x_t], dim=1)  # (B, 2D)
-        h = self.inp(fourier_features(pair, self.fourier))  # (B, 2D (1 + 2 fourier)) -> (B, hidden)
+        h = self.inp(fourier_features(pair, self.fourier, FOURIER_BASE))  # (B, 2D (1 + 2 fourier)) -> (B, hidden)
         for block, proj in zip(self.blocks, self.temb_proj):
             h = h + block(F.leaky_relu(h + proj(emb), 0.2))
-        return self.out(F.leaky_relu(h, 0.2)).squeeze(1)
+        h = F.leaky_relu(h, 0.2)
+        return self.out(minibatch_std(h, self.group) if self.group else h).squeeze(1)
 
 
 class _DownBlock(nn.Module):
@@ -59,9 +78,8 @@ class _DownBlock(nn.Module):
 
 class ConvDiscriminator(nn.Module):
     """(x_prev, x_t) (B, C, H, W) each, timestep (B,) -> (B,): residual conv levels (one per entry of
-    `channels`, halving the resolution between levels), a minibatch standard-deviation feature
-    (Karras et al. 2018, sec. 3) over groups of up to `group` samples, then a sum over space and a
-    linear logit."""
+    `channels`, halving the resolution between levels), a `minibatch_std` channel over groups of up to
+    `group` samples (0: none), then a sum over space and a linear logit."""
 
     def __init__(self, in_channels: int = 1, channels: tuple[int, ...] = (32, 64, 128), temb_dim: int = 128,
                  group: int = 4):
@@ -74,22 +92,14 @@ class ConvDiscriminator(nn.Module):
         self.blocks = nn.ModuleList(
             _DownBlock(widths[i], widths[i + 1], emb, down=i < len(channels) - 1) for i in range(len(channels))
         )
-        self.final = nn.Conv2d(channels[-1] + 1, channels[-1], 3, padding=1)
+        self.final = nn.Conv2d(channels[-1] + (group > 0), channels[-1], 3, padding=1)
         self.out = nn.Linear(channels[-1], 1)
-
-    def minibatch_std(self, h: torch.Tensor) -> torch.Tensor:
-        """Append the mean feature std within groups of samples n // g apart as one more channel."""
-        n, c, hh, ww = h.shape
-        g = math.gcd(self.group, n)
-        y = h.reshape(g, n // g, c, hh, ww)  # (g, n/g, C, H, W)
-        y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (n/g,)
-        y = y.repeat(g)[:, None, None, None].expand(n, 1, hh, ww)  # sample i gets group i % (n/g)
-        return torch.cat([h, y], dim=1)
 
     def forward(self, x_prev: torch.Tensor, x_t: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         emb = self.time(timestep_embedding(timestep, self.temb_dim))  # (B, emb)
         h = self.inp(torch.cat([x_prev, x_t], dim=1))  # (B, 2C, H, W) -> (B, c0, H, W)
         for block in self.blocks:
             h = block(h, emb)
-        h = self.final(self.minibatch_std(F.leaky_relu(h, 0.2)))
+        h = F.leaky_relu(h, 0.2)
+        h = self.final(minibatch_std(h, self.group) if self.group else h)
         return self.out(F.leaky_relu(h, 0.2).sum(dim=(2, 3))).squeeze(1)  # (B, c) -> (B,)

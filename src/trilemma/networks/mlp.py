@@ -16,13 +16,14 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
 
-def fourier_features(x: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, D) -> (B, D (1 + 2n)): x with sin and cos of 2^k pi x, k = 0..n-1, per coordinate (the
+def fourier_features(x: torch.Tensor, n: int, base: float = math.pi) -> torch.Tensor:
+    """(B, D) -> (B, D (1 + 2n)): x with sin and cos of 2^k base x, k = 0..n-1, per coordinate (the
     positional encoding of Mildenhall et al. 2020; Tancik et al. 2020 show it lets an MLP fit fine
-    detail; VDM's Fourier features are the same map)."""
+    detail; VDM's Fourier features are the same map). The lowest period, 2 pi / base, should exceed
+    the inputs' range, or points a period apart look alike to every feature but x itself."""
     if n == 0:
         return x
-    freqs = math.pi * 2.0 ** torch.arange(n, device=x.device, dtype=x.dtype)
+    freqs = base * 2.0 ** torch.arange(n, device=x.device, dtype=x.dtype)
     args = (x[..., None] * freqs).flatten(1)  # (B, D n)
     return torch.cat([x, torch.sin(args), torch.cos(args)], dim=1)
 
