@@ -132,6 +132,15 @@ def test_ddgan_needs_a_discrete_schedule(tmp_path):
         build_family(cfg, (2,))
 
 
+@pytest.mark.parametrize("key", ["lazy_reg", "mapping_layers"])
+def test_ddgan_rejects_a_non_positive_gan_count(tmp_path, key):
+    from trilemma.errors import TrilemmaError
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", DIGITS_GAN, gan={key: 0}))
+    with pytest.raises(TrilemmaError, match=f"gan.{key} must be >= 1, got 0"):
+        build_family(cfg, (1, 8, 8))
+
+
 def test_r1_penalty_is_the_squared_input_gradient(tmp_path):
     """The disc loss with R1 minus the loss without it equals r1_gamma / 2 ||grad_x D(x_real)||^2."""
     cfg = load_config(write_config(tmp_path / "c.yaml", TOY_GAN))

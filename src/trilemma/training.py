@@ -193,7 +193,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     # stray gradients nor DDP hooks reach them (a GAN's D during the G step)
     phase_views = {
         phase: (nn.ModuleDict({n: wrapped[n] if n in names else modules[n] for n in modules}),
-                [modules[n] for n in modules if n not in names])
+                [modules[n] for n in modules if n not in names], _phase_parameters(modules, names))
         for phase, names in family.phases.items()
     }
     if tc.tracker != "none":
@@ -229,11 +229,11 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         x = next(loader).to(device)
         warm = _warmup_factor(cfg, step)
         logs = {}
-        for phase, names in family.phases.items():
+        for phase in family.phases:
             opt = prepared[phase]
             for group in opt.param_groups:
                 group["lr"] = peak_lr[phase] * warm
-            phase_modules, others = phase_views[phase]
+            phase_modules, others, params = phase_views[phase]
             with _frozen(others):
                 loss = family.loss(phase, phase_modules, x, rng, step).mean()
                 value = loss.item()
@@ -244,7 +244,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
                     raise TrilemmaError(f"training diverged at step {step + 1}: {phase} loss is {value}; {kept}")
                 accelerator.backward(loss)
             if tc.grad_clip > 0:
-                accelerator.clip_grad_norm_(_phase_parameters(modules, names), tc.grad_clip)
+                accelerator.clip_grad_norm_(params, tc.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             logs[f"loss/{phase}"] = value

@@ -72,8 +72,9 @@ class DDGAN:
             raise TrilemmaError(
                 f"schedule.name: ddgan needs a discrete schedule (e.g. vp-sde-grid), not {cfg.schedule.name!r}"
             )
-        if cfg.gan.lazy_reg < 1:
-            raise TrilemmaError(f"gan.lazy_reg must be >= 1, got {cfg.gan.lazy_reg}")
+        for key in ("lazy_reg", "mapping_layers"):
+            if getattr(cfg.gan, key) < 1:
+                raise TrilemmaError(f"gan.{key} must be >= 1, got {getattr(cfg.gan, key)}")
         self.modules = nn.ModuleDict({
             "gen": build_generator(cfg.model, cfg.gan, sample_shape),
             "disc": build_discriminator(cfg.gan, sample_shape),

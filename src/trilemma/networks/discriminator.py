@@ -34,9 +34,9 @@ FOURIER_BASE = math.pi / 4  # lowest input frequency: period 8, wider than unit-
 class MLPDiscriminator(nn.Module):
     """(x_prev, x_t) (B, D) each, timestep (B,) -> (B,): residual LeakyReLU(0.2) blocks of width
     `hidden`, the time embedding added to every block, and with `group` > 0 a `minibatch_std` feature
-    before the logit. With `fourier` > 0 both inputs are seen
-    through `fourier_features`: without them an MLP learns sharp modes (the 25-Gaussian grid's are
-    0.018 wide) so slowly that the generator outruns it and the game stalls at chance."""
+    before the logit. With `fourier` > 0 both inputs are seen through `fourier_features` (from
+    FOURIER_BASE up): without them an MLP learns sharp modes (the 25-Gaussian grid's are 0.018 wide)
+    so slowly that the generator outruns it and the game stalls at chance."""
 
     def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 3, temb_dim: int = 128, fourier: int = 0,
                  group: int = 0):
