@@ -159,6 +159,27 @@ def test_a_grid_mixing_datasets_is_refused(tmp_path):
         run_bench(cfg, tmp_path / "out", progress=False)
 
 
+def test_a_toy_in_its_own_coordinates_joins_a_unit_variance_table(tmp_path):
+    """A grid25 model trained at the grid's own scale is scored in the first row's (unit-variance)
+    coordinates: with the same weights and noise its DDIM samples are the unit-variance model's, so its
+    row must score exactly those samples times 1 / sqrt(8)."""
+    from trilemma.bench import Scorer
+    from trilemma.checkpoint import load_checkpoint
+    from trilemma.families import denoiser_from_checkpoint
+    from trilemma.samplers import generate
+
+    raw = {**TOY, "data": {**TOY["data"], "unit_variance": False}}
+    a, b = _checkpoint(tmp_path, TOY, (2,), name="a"), _checkpoint(tmp_path, raw, (2,), name="b")
+    rows = [{"checkpoint": str(a), "sampler": "ddim", "steps": 2}, {"checkpoint": str(b), "sampler": "ddim", "steps": 2}]
+    cfg = BenchConfig(num_samples=256, batch_size=256, rows=rows)
+    got = run_bench(cfg, tmp_path / "out", progress=False)["rows"][2]
+    ck, cpu = load_checkpoint(a), torch.device("cpu")
+    noise = torch.randn((256, 2), generator=torch.Generator().manual_seed(0))
+    x = generate(denoiser_from_checkpoint(ck, cpu), 0, (2,), sampler="ddim", steps=2, noise=noise)
+    want = Scorer(ck.cfg.data, cfg, cpu).score(x * (8 ** -0.5), 0)
+    assert {k: got[k] for k in want} == pytest.approx(want)
+
+
 def test_demo_runs_from_the_shipped_checkpoint(tmp_path):
     res = run("demo", "--out", tmp_path / "demo", "-n", "200", "--quiet")
     assert res.exit_code == 0, res.output

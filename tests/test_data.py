@@ -15,8 +15,10 @@ from trilemma.data import (
     DataConfig,
     Dataset,
     InfiniteLoader,
+    convert_points,
     describe,
     load_dataset,
+    same_points,
     toy_modes,
 )
 from trilemma.errors import TrilemmaError
@@ -77,6 +79,22 @@ def test_grid25_scaled_variance_and_modes():
     # every mode is populated, roughly equally (400 expected each)
     counts = torch.bincount(torch.cdist(x, means).argmin(1), minlength=25)
     assert counts.min().item() > 300 and counts.max().item() < 500
+
+
+def test_toys_in_their_own_coordinates():
+    """unit_variance: false gives the same draws before scaling: grid25 means at -4..4 step 2, std 0.05."""
+    raw_cfg, unit_cfg = DataConfig(toy="grid25", n=5000, unit_variance=False), DataConfig(toy="grid25", n=5000)
+    raw, unit = load_dataset(raw_cfg).x, load_dataset(unit_cfg).x
+    means, std = toy_modes("grid25", unit_variance=False)
+    assert std == 0.05 and sorted(means[:, 0].unique().tolist()) == [-4.0, -2.0, 0.0, 2.0, 4.0]
+    assert torch.cdist(raw, means).min(1).values.max().item() < 6 * std
+    assert torch.allclose(raw * TOY_SCALE["grid25"], unit, atol=1e-6)
+    # a model trained on either is scored in the other's coordinates by one factor, both ways
+    assert torch.allclose(convert_points(raw, raw_cfg, unit_cfg), unit, atol=1e-6)
+    assert torch.allclose(convert_points(unit, unit_cfg, raw_cfg), raw, atol=1e-5)
+    assert convert_points(unit, unit_cfg, unit_cfg) is unit
+    assert same_points(raw_cfg, unit_cfg) and not same_points(raw_cfg, DataConfig(toy="ring8", n=5000))
+    assert not same_points(raw_cfg, DataConfig(toy="grid25", n=5000, seed=1, unit_variance=False))
 
 
 def test_ring8_modes_on_circle():

@@ -228,7 +228,7 @@ class Scorer:
         self.modes = None
         if self.kind == "points":
             try:
-                self.modes = toy_modes(data_cfg.toy)  # grid25, ring8
+                self.modes = toy_modes(data_cfg.toy, data_cfg.unit_variance)  # grid25, ring8
             except TrilemmaError:
                 self.modes = None  # swissroll, moons, checkerboard: no discrete modes
             self.ref_x = self.reference.x[: cfg.num_samples]
@@ -334,6 +334,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
     from tqdm import tqdm
 
     from .checkpoint import load_checkpoint
+    from .data import convert_points, same_points
     from .denoiser import CountNFE
     from .families import denoiser_from_checkpoint
     from .plotting import save_samples
@@ -348,7 +349,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
     first = ckpts[rows[0].checkpoint]
     for r in rows:
         ck = ckpts[r.checkpoint]
-        if ck.cfg.data != first.cfg.data:
+        if not same_points(ck.cfg.data, first.cfg.data):
             _fail(r.checkpoint, f"trained on {ck.cfg.data.name} data that differs from {rows[0].checkpoint}'s; a table compares one dataset")
         r.label = r.label or _default_label(r.checkpoint, ck)
     _check_unique(rows, getattr(cfg, "_where", "grid"))
@@ -382,6 +383,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
             warm = BenchRow(row.checkpoint, "ddim", 1, spacing="leading")
             _generate_timed(den, ck, warm, noise[: cfg.batch_size], seed, cfg.batch_size, device)
             x, nfe, s = _generate_timed(den, ck, row, noise, seed, cfg.batch_size, device)
+            x = convert_points(x, ck.cfg.data, first.cfg.data)  # a toy trained in its own coordinates
             secs += s
             per_seed.append(scorer.score(x, seed))
             shown = x if shown is None else shown

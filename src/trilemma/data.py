@@ -1,7 +1,8 @@
 """Datasets for trilemma: seeded 2-D toys, sklearn digits, Fashion-MNIST (IDX files) and image folders.
 
 Every loader returns a `Dataset` whose `x` is float32 in the model's coordinates: images (N, C, H, W)
-in [-1, 1], toy points (N, 2) scaled to roughly unit variance per axis. Bad user input (unknown names,
+in [-1, 1], toy points (N, 2) scaled to roughly unit variance per axis (or, with `unit_variance: false`, in
+the toy's own coordinates). Bad user input (unknown names,
 missing or corrupt files) raises a one-line `TrilemmaError` that names the offending file or key.
 `InfiniteLoader` draws seeded, exactly resumable minibatches that are split consistently across ranks.
 """
@@ -14,7 +15,7 @@ import math
 import os
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,8 @@ class DataConfig:
     pad32: bool = False  # fashion-mnist: zero-pad 28x28 -> 32x32 (pad value -1 after scaling)
     image_size: int = 32  # folder: square output size in pixels
     channels: int = 3  # folder: 1 (grayscale) or 3 (RGB)
+    unit_variance: bool = True  # toy2d: scale to ~unit variance per axis; false keeps the toy's own coordinates
+    # (grid25: means at -4..4 step 2, std 0.05, as in the VEEGAN / PacGAN / DDGAN toy benchmarks)
 
     def __post_init__(self):
         """Reject unknown names and out-of-range values (the filesystem is checked only when loading)."""
@@ -147,16 +150,34 @@ def _raw_modes(toy: str) -> torch.Tensor:
     raise TrilemmaError(f"toy {toy!r} has no discrete modes (only {', '.join(_TOY_STD)} do)")
 
 
-def toy_modes(toy: str) -> tuple[torch.Tensor, float]:
-    """Mode means (K, 2) and per-mode std of grid25 / ring8, in the scaled data coordinates."""
+def toy_factor(toy: str, unit_variance: bool = True) -> float:
+    """The factor from the toy's own coordinates to the data's: TOY_SCALE[toy], or 1 without `unit_variance`."""
     if toy not in TOYS:
         raise TrilemmaError(f"unknown toy {toy!r}; choose one of {', '.join(TOYS)}")
-    means = _raw_modes(toy)
-    return means * TOY_SCALE[toy], _TOY_STD[toy] * TOY_SCALE[toy]
+    return TOY_SCALE[toy] if unit_variance else 1.0
 
 
-def sample_toy(toy: str, n: int, generator: torch.Generator) -> torch.Tensor:
-    """Draw `n` scaled points (n, 2) float32 from toy distribution `toy`."""
+def toy_modes(toy: str, unit_variance: bool = True) -> tuple[torch.Tensor, float]:
+    """Mode means (K, 2) and per-mode std of grid25 / ring8, in the data's coordinates (`toy_factor`)."""
+    c = toy_factor(toy, unit_variance)
+    return _raw_modes(toy) * c, _TOY_STD[toy] * c
+
+
+def same_points(a: DataConfig, b: DataConfig) -> bool:
+    """Whether two data configs describe the same points up to the toy's scale (`unit_variance`)."""
+    return replace(a, unit_variance=True) == replace(b, unit_variance=True)
+
+
+def convert_points(x: torch.Tensor, src: DataConfig, dst: DataConfig) -> torch.Tensor:
+    """Samples x of a model trained on `src` in the coordinates of `dst` (`same_points` data): toy points
+    are rescaled between unit variance and the toy's own coordinates; anything else is returned as is."""
+    if src.name != "toy2d" or src.unit_variance == dst.unit_variance:
+        return x
+    return x * (toy_factor(dst.toy, dst.unit_variance) / toy_factor(src.toy, src.unit_variance))
+
+
+def sample_toy(toy: str, n: int, generator: torch.Generator, unit_variance: bool = True) -> torch.Tensor:
+    """Draw `n` points (n, 2) float32 from toy distribution `toy`, in the coordinates `toy_factor` gives."""
     g = generator
     if toy in ("grid25", "ring8"):
         means = _raw_modes(toy)
@@ -181,14 +202,14 @@ def sample_toy(toy: str, n: int, generator: torch.Generator) -> torch.Tensor:
         pts = cells[k] - 2.0 + torch.rand(n, 2, generator=g)
     else:
         raise TrilemmaError(f"unknown toy {toy!r}; choose one of {', '.join(TOYS)}")
-    return (pts * TOY_SCALE[toy]).to(torch.float32)
+    return (pts * toy_factor(toy, unit_variance)).to(torch.float32)
 
 
 def _load_toy(cfg: DataConfig, split: str) -> Dataset:
     """Seeded toy points; train and test use disjoint seed streams (2*seed and 2*seed + 1)."""
     n = cfg.n if split == "train" else max(1, cfg.n // 10)
     g = torch.Generator().manual_seed(2 * cfg.seed + (split == "test"))
-    return Dataset(x=sample_toy(cfg.toy, n, g), y=None, kind="points", name=f"toy2d/{cfg.toy}")
+    return Dataset(x=sample_toy(cfg.toy, n, g, cfg.unit_variance), y=None, kind="points", name=f"toy2d/{cfg.toy}")
 
 
 # --- sklearn digits ------------------------------------------------------------------------------
