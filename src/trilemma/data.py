@@ -2,8 +2,8 @@
 
 Every loader returns a `Dataset` whose `x` is float32 in the model's coordinates: images (N, C, H, W)
 in [-1, 1], toy points (N, 2) scaled to roughly unit variance per axis (or, with `unit_variance: false`, in
-the toy's own coordinates). Bad user input (unknown names,
-missing or corrupt files) raises a one-line `TrilemmaError` that names the offending file or key.
+the toy's own coordinates). Bad user input (unknown names, missing or corrupt files) raises a one-line
+`TrilemmaError` that names the offending file or key.
 `InfiniteLoader` draws seeded, exactly resumable minibatches that are split consistently across ranks.
 """
 
