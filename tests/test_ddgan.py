@@ -183,15 +183,23 @@ def test_minibatch_std_groups_consecutive_samples_and_shards_exactly():
     assert same.shape == (4, 6) and torch.allclose(same[:, 5], torch.full((4,), 1e-4))
 
 
-def test_discriminator_fourier_features_do_not_alias_over_the_data_range():
+def test_discriminator_fourier_features_do_not_alias_over_the_data_range(tmp_path):
     """Two 2-D inputs one lowest period of the old base (2) apart must differ in some feature other
-    than x itself, over the range unit-variance toy data and its noised x_t span."""
-    from trilemma.networks.discriminator import FOURIER_BASE
+    than x itself, over the range unit-variance toy data and its noised x_t span; the lowest period is
+    gan.d_fourier_period (8 by default), so data at another scale can widen it."""
+    from trilemma.errors import TrilemmaError
+    from trilemma.networks.discriminator import MLPDiscriminator
     from trilemma.networks.mlp import fourier_features
 
+    base = MLPDiscriminator(fourier=8).fourier_base
     x = torch.tensor([[-1.4, 0.3]], dtype=torch.float64)
-    f, f2 = fourier_features(x, 8, FOURIER_BASE), fourier_features(x + 2.0, 8, FOURIER_BASE)
+    f, f2 = fourier_features(x, 8, base), fourier_features(x + 2.0, 8, base)
     assert (f[:, 2:] - f2[:, 2:]).abs().max() > 0.5
     k = torch.arange(8, dtype=torch.float64)
-    np.testing.assert_allclose(f[0, 2:10].numpy(), torch.sin(-1.4 * FOURIER_BASE * 2 ** k).numpy())
-    assert 2 * math.pi / FOURIER_BASE >= 8  # lowest period covers [-4, 4]
+    np.testing.assert_allclose(f[0, 2:10].numpy(), torch.sin(-1.4 * base * 2 ** k).numpy())
+    assert 2 * math.pi / base == 8  # lowest period covers [-4, 4]
+    cfg = load_config(write_config(tmp_path / "c.yaml", TOY_GAN, gan={"d_fourier_period": 24.0}))
+    disc = build_family(cfg, (2,)).modules["disc"]
+    assert math.isclose(disc.fourier_base, 2 * math.pi / 24)
+    with pytest.raises(TrilemmaError, match="d_fourier_period"):
+        MLPDiscriminator(fourier=8, fourier_period=0.0)

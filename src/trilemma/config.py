@@ -43,7 +43,8 @@ class GANConfig:
     mapping_layers: int = 3  # image generator: MLP from z into the UNet's AdaGN conditioning
     d_hidden: int = 256  # 2-D discriminator: width
     d_depth: int = 3  # 2-D discriminator: residual blocks
-    d_fourier: int = 8  # 2-D discriminator: input Fourier features sin/cos(2^k pi/4 x), k < d_fourier (0: raw x)
+    d_fourier: int = 8  # 2-D discriminator: input Fourier features sin/cos(2^k 2pi x / P), k < d_fourier (0: raw x)
+    d_fourier_period: float = 8.0  # P, their lowest period: wider than the span of x_{t-1} and x_t (data units)
     d_channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # image discriminator levels
     d_group: int = 4  # minibatch-std feature over groups of this many consecutive samples (0: none)
     lr_g: float = 1.6e-4  # generator learning rate (Adam)

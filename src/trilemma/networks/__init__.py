@@ -61,5 +61,5 @@ def build_discriminator(gan_cfg, sample_shape: tuple[int, ...]):
     _check_image(sample_shape, len(gan_cfg.d_channels), "gan.d_channels")
     if len(sample_shape) == 1:
         return MLPDiscriminator(sample_shape[0], gan_cfg.d_hidden, gan_cfg.d_depth, fourier=gan_cfg.d_fourier,
-                                group=gan_cfg.d_group)
+                                group=gan_cfg.d_group, fourier_period=gan_cfg.d_fourier_period)
     return ConvDiscriminator(sample_shape[0], tuple(gan_cfg.d_channels), group=gan_cfg.d_group)

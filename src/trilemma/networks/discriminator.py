@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import TrilemmaError
 from .mlp import fourier_features, timestep_embedding
 
 
@@ -28,20 +29,23 @@ def minibatch_std(h: torch.Tensor, group: int) -> torch.Tensor:
     return torch.cat([h, y.expand(n, 1, *h.shape[2:])], dim=1)
 
 
-FOURIER_BASE = math.pi / 4  # lowest input frequency: period 8, wider than unit-variance 2-D data and its x_t
-
-
 class MLPDiscriminator(nn.Module):
     """(x_prev, x_t) (B, D) each, timestep (B,) -> (B,): residual LeakyReLU(0.2) blocks of width
     `hidden`, the time embedding added to every block, and with `group` > 0 a `minibatch_std` feature
-    before the logit. With `fourier` > 0 both inputs are seen through `fourier_features` (from
-    FOURIER_BASE up): without them an MLP learns sharp modes (the 25-Gaussian grid's are 0.018 wide)
-    so slowly that the generator outruns it and the game stalls at chance."""
+    before the logit. With `fourier` > 0 both inputs are seen through `fourier_features` whose lowest
+    period is `fourier_period`: without them an MLP learns sharp modes (the unit-variance 25-Gaussian
+    grid's are 0.018 wide) so slowly that the generator outruns it and the game stalls at chance. The
+    period must exceed the span of the inputs: points a period apart share every feature but x itself,
+    so a generator overshooting one edge of the data looks, to D, like real data at the other edge
+    (8 suits unit-variance data, whose x_t spans about [-3.5, 3.5]; scale it with the data)."""
 
     def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 3, temb_dim: int = 128, fourier: int = 0,
-                 group: int = 0):
+                 group: int = 0, fourier_period: float = 8.0):
         super().__init__()
+        if fourier_period <= 0:
+            raise TrilemmaError(f"gan.d_fourier_period must be > 0, got {fourier_period}")
         self.temb_dim, self.fourier, self.group = temb_dim, fourier, group
+        self.fourier_base = 2 * math.pi / fourier_period
         self.time = nn.Sequential(nn.Linear(temb_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden))
         self.inp = nn.Linear(2 * dim * (1 + 2 * fourier), hidden)
         self.temb_proj = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
@@ -51,7 +55,7 @@ class MLPDiscriminator(nn.Module):
     def forward(self, x_prev: torch.Tensor, x_t: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         emb = self.time(timestep_embedding(timestep, self.temb_dim))  # (B, hidden)
         pair = torch.cat([x_prev, x_t], dim=1)  # (B, 2D)
-        h = self.inp(fourier_features(pair, self.fourier, FOURIER_BASE))  # (B, 2D (1 + 2 fourier)) -> (B, hidden)
+        h = self.inp(fourier_features(pair, self.fourier, self.fourier_base))  # (B, 2D (1 + 2 fourier)) -> (B, hidden)
         for block, proj in zip(self.blocks, self.temb_proj):
             h = h + block(F.leaky_relu(h + proj(emb), 0.2))
         h = F.leaky_relu(h, 0.2)
