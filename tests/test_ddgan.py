@@ -201,5 +201,6 @@ def test_discriminator_fourier_features_do_not_alias_over_the_data_range(tmp_pat
     cfg = load_config(write_config(tmp_path / "c.yaml", TOY_GAN, gan={"d_fourier_period": 24.0}))
     disc = build_family(cfg, (2,)).modules["disc"]
     assert math.isclose(disc.fourier_base, 2 * math.pi / 24)
+    bad = load_config(write_config(tmp_path / "bad.yaml", TOY_GAN, gan={"d_fourier_period": 0.0}))
     with pytest.raises(TrilemmaError, match="d_fourier_period"):
-        MLPDiscriminator(fourier=8, fourier_period=0.0)
+        build_family(bad, (2,))

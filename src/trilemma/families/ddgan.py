@@ -75,6 +75,8 @@ class DDGAN:
         for key in ("lazy_reg", "mapping_layers"):
             if getattr(cfg.gan, key) < 1:
                 raise TrilemmaError(f"gan.{key} must be >= 1, got {getattr(cfg.gan, key)}")
+        if cfg.gan.d_fourier_period <= 0:
+            raise TrilemmaError(f"gan.d_fourier_period must be > 0, got {cfg.gan.d_fourier_period}")
         self.modules = nn.ModuleDict({
             "gen": build_generator(cfg.model, cfg.gan, sample_shape),
             "disc": build_discriminator(cfg.gan, sample_shape),

@@ -12,7 +12,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import TrilemmaError
 from .mlp import fourier_features, timestep_embedding
 
 
@@ -42,8 +41,6 @@ class MLPDiscriminator(nn.Module):
     def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 3, temb_dim: int = 128, fourier: int = 0,
                  group: int = 0, fourier_period: float = 8.0):
         super().__init__()
-        if fourier_period <= 0:
-            raise TrilemmaError(f"gan.d_fourier_period must be > 0, got {fourier_period}")
         self.temb_dim, self.fourier, self.group = temb_dim, fourier, group
         self.fourier_base = 2 * math.pi / fourier_period
         self.time = nn.Sequential(nn.Linear(temb_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden))
