@@ -204,3 +204,52 @@ def test_discriminator_fourier_features_do_not_alias_over_the_data_range(tmp_pat
     bad = load_config(write_config(tmp_path / "bad.yaml", TOY_GAN, gan={"d_fourier_period": 0.0}))
     with pytest.raises(TrilemmaError, match="d_fourier_period"):
         build_family(bad, (2,))
+
+
+def test_residual_discriminator_input_is_the_forward_noise(tmp_path):
+    """With gan.d_residual, D's second input for a real pair is exactly the standard-normal noise that took
+    x_{t-1} to x_t (DDPM eq. 2), and for any pair it is a bijection of x_t at fixed x_{t-1} and step."""
+    cfg = load_config(write_config(tmp_path / "c.yaml", TOY_GAN, gan={"d_residual": True}))
+    fam = build_family(cfg, (2,))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 2, generator=g)
+    e_s, e_step = torch.randn(64, 2, generator=g), torch.randn(64, 2, generator=g)
+    t, s, x_s, x_t = step_pairs(fam.schedule, x, torch.rand(64, generator=g, dtype=torch.float64), e_s, e_step)
+    seen = {}
+
+    def record(x_prev, second, timestep):
+        seen["prev"], seen["second"] = x_prev, second
+        return second.sum(1)
+
+    fam._disc(record, x_s, x_t, t, s, torch.zeros(64))
+    assert seen["prev"] is x_s
+    torch.testing.assert_close(seen["second"], e_step, rtol=1e-5, atol=1e-5)
+    a_ts, sig_ts = transition(fam.schedule, t, s)
+    torch.testing.assert_close(a_ts.float()[:, None] * x_s + sig_ts.float()[:, None] * seen["second"], x_t)
+    plain = build_family(load_config(write_config(tmp_path / "p.yaml", TOY_GAN)), (2,))
+    plain._disc(record, x_s, x_t, t, s, torch.zeros(64))
+    assert seen["second"] is x_t  # off by default: D sees the pair itself
+
+
+def test_bounded_fourier_inputs_and_generator_features(tmp_path):
+    """gan.d_raw_input: false zeroes the x columns of the discriminator's features and keeps the rest;
+    model.fourier gives the MLP (generator or denoiser) Fourier input features; a discriminator left with
+    no input at all is refused."""
+    from trilemma.errors import TrilemmaError
+    from trilemma.networks.mlp import fourier_features
+
+    x = torch.tensor([[0.5, -2.0]])
+    full, bounded = fourier_features(x, 3, 1.0), fourier_features(x, 3, 1.0, include_input=False)
+    assert bounded.shape == full.shape and torch.equal(bounded[:, :2], torch.zeros(1, 2))
+    torch.testing.assert_close(bounded[:, 2:], full[:, 2:], rtol=0, atol=0)
+    cfg = load_config(write_config(tmp_path / "c.yaml", TOY_GAN, gan={"d_raw_input": False},
+                                   model={"hidden": 32, "depth": 2, "fourier": 3, "fourier_period": 12.0}))
+    mods = build_family(cfg, (2,)).modules
+    assert mods["disc"].raw_input is False and mods["gen"].inp.in_features == 2 * (1 + 2 * 3)
+    assert math.isclose(mods["gen"].fourier_base, 2 * math.pi / 12)
+    # off by default, so MLPs trained before these keys (the shipped toy2d-ddpm) load unchanged
+    plain = build_family(load_config(write_config(tmp_path / "p.yaml", TOY_GAN)), (2,)).modules
+    assert plain["gen"].inp.in_features == 2 and plain["disc"].raw_input is True
+    bad = load_config(write_config(tmp_path / "bad.yaml", TOY_GAN, gan={"d_raw_input": False, "d_fourier": 0}))
+    with pytest.raises(TrilemmaError, match="d_raw_input"):
+        build_family(bad, (2,))

@@ -27,6 +27,8 @@ class ModelConfig:
     # MLP backbone (2-D data)
     hidden: int = 256  # width
     depth: int = 4  # residual blocks
+    fourier: int = 0  # input Fourier features sin/cos(2^k 2pi x / P), k < fourier (0: raw x only)
+    fourier_period: float = 16.0  # P, their lowest period: wider than the span of the inputs (data units)
     # UNet2DModel backbone (images)
     channels: list[int] = field(default_factory=lambda: [32, 64, 64])  # one resolution level each
     attention: list[bool] = field(default_factory=lambda: [False, False, True])  # self-attention per level
@@ -45,6 +47,8 @@ class GANConfig:
     d_depth: int = 3  # 2-D discriminator: residual blocks
     d_fourier: int = 8  # 2-D discriminator: input Fourier features sin/cos(2^k 2pi x / P), k < d_fourier (0: raw x)
     d_fourier_period: float = 8.0  # P, their lowest period: wider than the span of x_{t-1} and x_t (data units)
+    d_raw_input: bool = True  # 2-D discriminator: x itself beside its Fourier features (false: bounded features only)
+    d_residual: bool = False  # D sees (x_{t-1}, (x_t - a x_{t-1}) / sigma), the forward noise, instead of (x_{t-1}, x_t)
     d_channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # image discriminator levels
     d_group: int = 4  # minibatch-std feature over groups of this many consecutive samples (0: none)
     lr_g: float = 1.6e-4  # generator learning rate (Adam)

@@ -77,6 +77,8 @@ class DDGAN:
                 raise TrilemmaError(f"gan.{key} must be >= 1, got {getattr(cfg.gan, key)}")
         if cfg.gan.d_fourier_period <= 0:
             raise TrilemmaError(f"gan.d_fourier_period must be > 0, got {cfg.gan.d_fourier_period}")
+        if not cfg.gan.d_raw_input and cfg.gan.d_fourier == 0:
+            raise TrilemmaError("gan.d_raw_input: false needs gan.d_fourier > 0 (the discriminator would see nothing)")
         self.modules = nn.ModuleDict({
             "gen": build_generator(cfg.model, cfg.gan, sample_shape),
             "disc": build_discriminator(cfg.gan, sample_shape),
@@ -98,6 +100,16 @@ class DDGAN:
         x0 = gen(x_t, net_t, latent)
         return posterior_sample(self.schedule, x_t, x0, t, s, rng.randn(x_t.shape))
 
+    def _disc(self, disc, x_prev, x_t, t, s, net_t):
+        """D on a pair; with `gan.d_residual` the pair is (x_{t-1}, (x_t - a_{t|s} x_{t-1}) / sigma_{t|s}), the
+        forward noise that would take x_{t-1} to x_t. For one step that is a bijection of (x_{t-1}, x_t), so D
+        judges the same joint, but the consistency of x_{t-1} with x_t becomes "this input is N(0, I) and
+        independent of x_{t-1}" instead of a relation an MLP on the concatenated pair has to learn."""
+        if self.cfg.gan.d_residual:
+            a_ts, sig_ts = (_bcast(v, x_t) for v in transition(self.schedule, t, s))
+            x_t = (x_t - a_ts * x_prev) / sig_ts
+        return disc(x_prev, x_t, net_t)
+
     def loss(self, phase: str, modules: nn.ModuleDict, x: torch.Tensor, rng, step: int) -> torch.Tensor:
         """Per-sample loss. disc: softplus(-D(real)) + softplus(D(fake)) + r1_gamma / 2 ||grad D(real)||^2
         every `lazy_reg` steps (unscaled, as in the paper's code); gen: softplus(-D(fake))."""
@@ -109,9 +121,9 @@ class DDGAN:
                 fake = self._fake(gen, x_t, t, s, rng, net_t)
             r1 = self.cfg.gan.r1_gamma > 0 and step % self.cfg.gan.lazy_reg == 0
             x_s.requires_grad_(r1)
-            d_real = disc(x_s, x_t, net_t)
-            loss = F.softplus(-d_real) + F.softplus(disc(fake, x_t, net_t))
+            d_real = self._disc(disc, x_s, x_t, t, s, net_t)
+            loss = F.softplus(-d_real) + F.softplus(self._disc(disc, fake, x_t, t, s, net_t))
             if r1:
                 loss = loss + 0.5 * self.cfg.gan.r1_gamma * _r1(d_real, x_s)
             return loss
-        return F.softplus(-disc(self._fake(gen, x_t, t, s, rng, net_t), x_t, net_t))
+        return F.softplus(-self._disc(disc, self._fake(gen, x_t, t, s, rng, net_t), x_t, t, s, net_t))

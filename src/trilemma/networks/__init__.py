@@ -43,7 +43,8 @@ def build_backbone(model_cfg, sample_shape: tuple[int, ...]):
     """An MLP for (D,) samples, a UNet for (C, H, W) images, sized by the model config."""
     _check_image(sample_shape, 1, "model.channels")
     if len(sample_shape) == 1:
-        return MLP(sample_shape[0], model_cfg.hidden, model_cfg.depth)
+        return MLP(sample_shape[0], model_cfg.hidden, model_cfg.depth, fourier=model_cfg.fourier,
+                   fourier_period=model_cfg.fourier_period)
     return UNet(_unet(model_cfg, sample_shape))
 
 
@@ -51,7 +52,8 @@ def build_generator(model_cfg, gan_cfg, sample_shape: tuple[int, ...]):
     """DDGAN's G(x_t, timestep, z): the backbone of `model` with a latent of `gan.latent_dim`."""
     _check_image(sample_shape, 1, "model.channels")
     if len(sample_shape) == 1:
-        return MLP(sample_shape[0], model_cfg.hidden, model_cfg.depth, latent_dim=gan_cfg.latent_dim)
+        return MLP(sample_shape[0], model_cfg.hidden, model_cfg.depth, latent_dim=gan_cfg.latent_dim,
+                   fourier=model_cfg.fourier, fourier_period=model_cfg.fourier_period)
     unet = _unet(model_cfg, sample_shape, class_embed_type="identity", resnet_time_scale_shift="scale_shift")
     return GANUNet(unet, gan_cfg.latent_dim, gan_cfg.mapping_layers)
 
@@ -61,5 +63,6 @@ def build_discriminator(gan_cfg, sample_shape: tuple[int, ...]):
     _check_image(sample_shape, len(gan_cfg.d_channels), "gan.d_channels")
     if len(sample_shape) == 1:
         return MLPDiscriminator(sample_shape[0], gan_cfg.d_hidden, gan_cfg.d_depth, fourier=gan_cfg.d_fourier,
-                                group=gan_cfg.d_group, fourier_period=gan_cfg.d_fourier_period)
+                                group=gan_cfg.d_group, fourier_period=gan_cfg.d_fourier_period,
+                                raw_input=gan_cfg.d_raw_input)
     return ConvDiscriminator(sample_shape[0], tuple(gan_cfg.d_channels), group=gan_cfg.d_group)

@@ -36,12 +36,14 @@ class MLPDiscriminator(nn.Module):
     grid's are 0.018 wide) so slowly that the generator outruns it and the game stalls at chance. The
     period must exceed the span of the inputs: points a period apart share every feature but x itself,
     so a generator overshooting one edge of the data looks, to D, like real data at the other edge
-    (8 suits unit-variance data, whose x_t spans about [-3.5, 3.5]; scale it with the data)."""
+    (8 suits unit-variance data, whose x_t spans about [-3.5, 3.5]; scale it with the data). Without
+    `raw_input` D sees only the bounded periodic features: a D that sees x itself can grow linearly
+    outside the data, where neither real nor fake samples constrain it, and pull G's samples outward."""
 
     def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 3, temb_dim: int = 128, fourier: int = 0,
-                 group: int = 0, fourier_period: float = 8.0):
+                 group: int = 0, fourier_period: float = 8.0, raw_input: bool = True):
         super().__init__()
-        self.temb_dim, self.fourier, self.group = temb_dim, fourier, group
+        self.temb_dim, self.fourier, self.group, self.raw_input = temb_dim, fourier, group, raw_input
         self.fourier_base = 2 * math.pi / fourier_period
         self.time = nn.Sequential(nn.Linear(temb_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden))
         self.inp = nn.Linear(2 * dim * (1 + 2 * fourier), hidden)
@@ -52,7 +54,7 @@ class MLPDiscriminator(nn.Module):
     def forward(self, x_prev: torch.Tensor, x_t: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         emb = self.time(timestep_embedding(timestep, self.temb_dim))  # (B, hidden)
         pair = torch.cat([x_prev, x_t], dim=1)  # (B, 2D)
-        h = self.inp(fourier_features(pair, self.fourier, self.fourier_base))  # (B, 2D (1 + 2 fourier)) -> (B, hidden)
+        h = self.inp(fourier_features(pair, self.fourier, self.fourier_base, self.raw_input))  # (B, 2D (1 + 2 fourier)) -> (B, hidden)
         for block, proj in zip(self.blocks, self.temb_proj):
             h = h + block(F.leaky_relu(h + proj(emb), 0.2))
         h = F.leaky_relu(h, 0.2)

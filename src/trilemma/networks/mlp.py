@@ -16,16 +16,17 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
 
-def fourier_features(x: torch.Tensor, n: int, base: float = math.pi) -> torch.Tensor:
+def fourier_features(x: torch.Tensor, n: int, base: float = math.pi, include_input: bool = True) -> torch.Tensor:
     """(B, D) -> (B, D (1 + 2n)): x with sin and cos of 2^k base x, k = 0..n-1, per coordinate (the
     positional encoding of Mildenhall et al. 2020; Tancik et al. 2020 show it lets an MLP fit fine
     detail; VDM's Fourier features are the same map). The lowest period, 2 pi / base, should exceed
-    the inputs' range, or points a period apart look alike to every feature but x itself."""
+    the inputs' range, or points a period apart look alike to every feature but x itself. Without
+    `include_input` the x columns are zeros (same width), so the features are bounded and periodic."""
     if n == 0:
         return x
     freqs = base * 2.0 ** torch.arange(n, device=x.device, dtype=x.dtype)
     args = (x[..., None] * freqs).flatten(1)  # (B, D n)
-    return torch.cat([x, torch.sin(args), torch.cos(args)], dim=1)
+    return torch.cat([x if include_input else torch.zeros_like(x), torch.sin(args), torch.cos(args)], dim=1)
 
 
 class MLP(nn.Module):
@@ -33,15 +34,20 @@ class MLP(nn.Module):
     embedding added to every block (the MLP analogue of a UNet's time conditioning).
 
     With `latent_dim` > 0 it is a generator G(x, timestep, latent): the latent (B, latent_dim) goes
-    through a small mapping network and joins the time embedding (DDGAN's generator conditioning)."""
+    through a small mapping network and joins the time embedding (DDGAN's generator conditioning).
+    With `fourier` > 0 the input is seen through `fourier_features` of lowest period `fourier_period`:
+    a DDGAN generator's last large step maps x_t to the nearest modes, a staircase in x_t that an MLP
+    on raw x learns coarse-first (the spectral bias of Rahaman et al. 2019)."""
 
-    def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 4, temb_dim: int = 128, latent_dim: int = 0):
+    def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 4, temb_dim: int = 128, latent_dim: int = 0,
+                 fourier: int = 0, fourier_period: float = 16.0):
         super().__init__()
-        self.temb_dim, self.latent_dim = temb_dim, latent_dim
+        self.temb_dim, self.latent_dim, self.fourier = temb_dim, latent_dim, fourier
+        self.fourier_base = 2 * math.pi / fourier_period
         self.time = nn.Sequential(nn.Linear(temb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         if latent_dim:
             self.mapping = nn.Sequential(nn.Linear(latent_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-        self.inp = nn.Linear(dim, hidden)
+        self.inp = nn.Linear(dim * (1 + 2 * fourier), hidden)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, hidden)) for _ in range(depth)
         )
@@ -52,7 +58,7 @@ class MLP(nn.Module):
         emb = self.time(timestep_embedding(timestep, self.temb_dim))  # (B, hidden)
         if self.latent_dim:
             emb = emb + self.mapping(latent)
-        h = self.inp(x)
+        h = self.inp(fourier_features(x, self.fourier, self.fourier_base))  # (B, D (1 + 2 fourier)) -> (B, hidden)
         for block, proj in zip(self.blocks, self.temb_proj):
             h = h + block(h + proj(emb))
         return self.out(h)
