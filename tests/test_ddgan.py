@@ -253,3 +253,6 @@ def test_bounded_fourier_inputs_and_generator_features(tmp_path):
     bad = load_config(write_config(tmp_path / "bad.yaml", TOY_GAN, gan={"d_raw_input": False, "d_fourier": 0}))
     with pytest.raises(TrilemmaError, match="d_raw_input"):
         build_family(bad, (2,))
+    bad = load_config(write_config(tmp_path / "bad2.yaml", TOY_GAN, model={"fourier": 2, "fourier_period": 0.0}))
+    with pytest.raises(TrilemmaError, match="model.fourier_period"):
+        build_family(bad, (2,))

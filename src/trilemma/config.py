@@ -48,7 +48,7 @@ class GANConfig:
     d_fourier: int = 8  # 2-D discriminator: input Fourier features sin/cos(2^k 2pi x / P), k < d_fourier (0: raw x)
     d_fourier_period: float = 8.0  # P, their lowest period: wider than the span of x_{t-1} and x_t (data units)
     d_raw_input: bool = True  # 2-D discriminator: x itself beside its Fourier features (false: bounded features only)
-    d_residual: bool = False  # D sees (x_{t-1}, (x_t - a x_{t-1}) / sigma), the forward noise, instead of (x_{t-1}, x_t)
+    d_residual: bool = False  # D sees (x_{t-1}, (x_t - a x_{t-1}) / sigma), the forward noise, not (x_{t-1}, x_t)
     d_channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # image discriminator levels
     d_group: int = 4  # minibatch-std feature over groups of this many consecutive samples (0: none)
     lr_g: float = 1.6e-4  # generator learning rate (Adam)

@@ -39,12 +39,18 @@ def _unet(model_cfg, sample_shape, **extra):
                       model_cfg.norm_groups, model_cfg.dropout, **extra)
 
 
+def _mlp(model_cfg, sample_shape, latent_dim: int = 0) -> MLP:
+    if model_cfg.fourier and model_cfg.fourier_period <= 0:
+        raise TrilemmaError(f"model.fourier_period must be > 0, got {model_cfg.fourier_period}")
+    return MLP(sample_shape[0], model_cfg.hidden, model_cfg.depth, latent_dim=latent_dim, fourier=model_cfg.fourier,
+               fourier_period=model_cfg.fourier_period)
+
+
 def build_backbone(model_cfg, sample_shape: tuple[int, ...]):
     """An MLP for (D,) samples, a UNet for (C, H, W) images, sized by the model config."""
     _check_image(sample_shape, 1, "model.channels")
     if len(sample_shape) == 1:
-        return MLP(sample_shape[0], model_cfg.hidden, model_cfg.depth, fourier=model_cfg.fourier,
-                   fourier_period=model_cfg.fourier_period)
+        return _mlp(model_cfg, sample_shape)
     return UNet(_unet(model_cfg, sample_shape))
 
 
@@ -52,8 +58,7 @@ def build_generator(model_cfg, gan_cfg, sample_shape: tuple[int, ...]):
     """DDGAN's G(x_t, timestep, z): the backbone of `model` with a latent of `gan.latent_dim`."""
     _check_image(sample_shape, 1, "model.channels")
     if len(sample_shape) == 1:
-        return MLP(sample_shape[0], model_cfg.hidden, model_cfg.depth, latent_dim=gan_cfg.latent_dim,
-                   fourier=model_cfg.fourier, fourier_period=model_cfg.fourier_period)
+        return _mlp(model_cfg, sample_shape, gan_cfg.latent_dim)
     unet = _unet(model_cfg, sample_shape, class_embed_type="identity", resnet_time_scale_shift="scale_shift")
     return GANUNet(unet, gan_cfg.latent_dim, gan_cfg.mapping_layers)
 

@@ -54,7 +54,8 @@ class MLPDiscriminator(nn.Module):
     def forward(self, x_prev: torch.Tensor, x_t: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         emb = self.time(timestep_embedding(timestep, self.temb_dim))  # (B, hidden)
         pair = torch.cat([x_prev, x_t], dim=1)  # (B, 2D)
-        h = self.inp(fourier_features(pair, self.fourier, self.fourier_base, self.raw_input))  # (B, 2D (1 + 2 fourier)) -> (B, hidden)
+        feats = fourier_features(pair, self.fourier, self.fourier_base, self.raw_input)  # (B, 2D (1 + 2 fourier))
+        h = self.inp(feats)  # (B, hidden)
         for block, proj in zip(self.blocks, self.temb_proj):
             h = h + block(F.leaky_relu(h + proj(emb), 0.2))
         h = F.leaky_relu(h, 0.2)
