@@ -221,13 +221,13 @@ def test_residual_discriminator_input_is_the_forward_noise(tmp_path):
         seen["prev"], seen["second"] = x_prev, second
         return second.sum(1)
 
-    fam._disc(record, x_s, x_t, t, s, torch.zeros(64))
+    fam._disc(record, x_s, x_t, fam._residual_coefs(x_t, t, s), torch.zeros(64))
     assert seen["prev"] is x_s
     torch.testing.assert_close(seen["second"], e_step, rtol=1e-5, atol=1e-5)
     a_ts, sig_ts = transition(fam.schedule, t, s)
     torch.testing.assert_close(a_ts.float()[:, None] * x_s + sig_ts.float()[:, None] * seen["second"], x_t)
     plain = build_family(load_config(write_config(tmp_path / "p.yaml", TOY_GAN)), (2,))
-    plain._disc(record, x_s, x_t, t, s, torch.zeros(64))
+    plain._disc(record, x_s, x_t, plain._residual_coefs(x_t, t, s), torch.zeros(64))
     assert seen["second"] is x_t  # off by default: D sees the pair itself
 
 

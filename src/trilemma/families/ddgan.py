@@ -75,10 +75,6 @@ class DDGAN:
         for key in ("lazy_reg", "mapping_layers"):
             if getattr(cfg.gan, key) < 1:
                 raise TrilemmaError(f"gan.{key} must be >= 1, got {getattr(cfg.gan, key)}")
-        if cfg.gan.d_fourier_period <= 0:
-            raise TrilemmaError(f"gan.d_fourier_period must be > 0, got {cfg.gan.d_fourier_period}")
-        if not cfg.gan.d_raw_input and cfg.gan.d_fourier == 0:
-            raise TrilemmaError("gan.d_raw_input: false needs gan.d_fourier > 0 (the discriminator would see nothing)")
         self.modules = nn.ModuleDict({
             "gen": build_generator(cfg.model, cfg.gan, sample_shape),
             "disc": build_discriminator(cfg.gan, sample_shape),
@@ -100,14 +96,18 @@ class DDGAN:
         x0 = gen(x_t, net_t, latent)
         return posterior_sample(self.schedule, x_t, x0, t, s, rng.randn(x_t.shape))
 
-    def _disc(self, disc, x_prev, x_t, t, s, net_t):
-        """D on a pair; with `gan.d_residual` the pair is (x_{t-1}, (x_t - a_{t|s} x_{t-1}) / sigma_{t|s}), the
-        forward noise that would take x_{t-1} to x_t. For one step that is a bijection of (x_{t-1}, x_t), so D
-        judges the same joint, but the consistency of x_{t-1} with x_t becomes "this input is N(0, I) and
-        independent of x_{t-1}" instead of a relation an MLP on the concatenated pair has to learn."""
-        if self.cfg.gan.d_residual:
-            a_ts, sig_ts = (_bcast(v, x_t) for v in transition(self.schedule, t, s))
-            x_t = (x_t - a_ts * x_prev) / sig_ts
+    def _residual_coefs(self, x_t, t, s):
+        """(a_{t|s}, sigma_{t|s}) broadcast to x_t when `gan.d_residual` is on, else None: once per loss call."""
+        return tuple(_bcast(v, x_t) for v in transition(self.schedule, t, s)) if self.cfg.gan.d_residual else None
+
+    @staticmethod
+    def _disc(disc, x_prev, x_t, coefs, net_t):
+        """D on a pair; with residual `coefs` (a_{t|s}, sigma_{t|s}) the pair is (x_{t-1}, (x_t - a_{t|s} x_{t-1}) /
+        sigma_{t|s}), the forward noise that would take x_{t-1} to x_t. For one step that is a bijection of
+        (x_{t-1}, x_t), so D judges the same joint, but the consistency of x_{t-1} with x_t becomes "this input
+        is N(0, I) and independent of x_{t-1}" instead of a relation an MLP on the concatenated pair has to learn."""
+        if coefs is not None:
+            x_t = (x_t - coefs[0] * x_prev) / coefs[1]
         return disc(x_prev, x_t, net_t)
 
     def loss(self, phase: str, modules: nn.ModuleDict, x: torch.Tensor, rng, step: int) -> torch.Tensor:
@@ -115,15 +115,15 @@ class DDGAN:
         every `lazy_reg` steps (unscaled, as in the paper's code); gen: softplus(-D(fake))."""
         gen, disc = modules["gen"], modules["disc"]
         t, s, x_s, x_t = step_pairs(self.schedule, x, rng.rand(x.shape[0]), rng.randn(x.shape), rng.randn(x.shape))
-        net_t = net_time(self.schedule, t)
+        net_t, coefs = net_time(self.schedule, t), self._residual_coefs(x_t, t, s)
         if phase == "disc":
             with torch.no_grad():
                 fake = self._fake(gen, x_t, t, s, rng, net_t)
             r1 = self.cfg.gan.r1_gamma > 0 and step % self.cfg.gan.lazy_reg == 0
             x_s.requires_grad_(r1)
-            d_real = self._disc(disc, x_s, x_t, t, s, net_t)
-            loss = F.softplus(-d_real) + F.softplus(self._disc(disc, fake, x_t, t, s, net_t))
+            d_real = self._disc(disc, x_s, x_t, coefs, net_t)
+            loss = F.softplus(-d_real) + F.softplus(self._disc(disc, fake, x_t, coefs, net_t))
             if r1:
                 loss = loss + 0.5 * self.cfg.gan.r1_gamma * _r1(d_real, x_s)
             return loss
-        return F.softplus(-self._disc(disc, self._fake(gen, x_t, t, s, rng, net_t), x_t, t, s, net_t))
+        return F.softplus(-self._disc(disc, self._fake(gen, x_t, t, s, rng, net_t), x_t, coefs, net_t))

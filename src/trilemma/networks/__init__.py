@@ -67,6 +67,10 @@ def build_discriminator(gan_cfg, sample_shape: tuple[int, ...]):
     """DDGAN's D(x_{t-1}, x_t, timestep): an MLP for (D,) samples, a conv net for images."""
     _check_image(sample_shape, len(gan_cfg.d_channels), "gan.d_channels")
     if len(sample_shape) == 1:
+        if gan_cfg.d_fourier_period <= 0:
+            raise TrilemmaError(f"gan.d_fourier_period must be > 0, got {gan_cfg.d_fourier_period}")
+        if not gan_cfg.d_raw_input and gan_cfg.d_fourier == 0:
+            raise TrilemmaError("gan.d_raw_input: false needs gan.d_fourier > 0 (the discriminator would see nothing)")
         return MLPDiscriminator(sample_shape[0], gan_cfg.d_hidden, gan_cfg.d_depth, fourier=gan_cfg.d_fourier,
                                 group=gan_cfg.d_group, fourier_period=gan_cfg.d_fourier_period,
                                 raw_input=gan_cfg.d_raw_input)
