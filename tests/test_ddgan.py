@@ -221,13 +221,13 @@ def test_residual_discriminator_input_is_the_forward_noise(tmp_path):
         seen["prev"], seen["second"] = x_prev, second
         return second.sum(1)
 
-    fam._disc(record, x_s, x_t, fam._residual_coefs(x_t, t, s), torch.zeros(64))
+    fam._disc(record, x_s, x_t, fam._residual_coefs(x_t, t, s), torch.zeros(64), None)
     assert seen["prev"] is x_s
     torch.testing.assert_close(seen["second"], e_step, rtol=1e-5, atol=1e-5)
     a_ts, sig_ts = transition(fam.schedule, t, s)
     torch.testing.assert_close(a_ts.float()[:, None] * x_s + sig_ts.float()[:, None] * seen["second"], x_t)
     plain = build_family(load_config(write_config(tmp_path / "p.yaml", TOY_GAN)), (2,))
-    plain._disc(record, x_s, x_t, plain._residual_coefs(x_t, t, s), torch.zeros(64))
+    plain._disc(record, x_s, x_t, plain._residual_coefs(x_t, t, s), torch.zeros(64), None)
     assert seen["second"] is x_t  # off by default: D sees the pair itself
 
 
@@ -256,3 +256,43 @@ def test_bounded_fourier_inputs_and_generator_features(tmp_path):
     bad = load_config(write_config(tmp_path / "bad2.yaml", TOY_GAN, model={"fourier": 2, "fourier_period": 0.0}))
     with pytest.raises(TrilemmaError, match="model.fourier_period"):
         build_family(bad, (2,))
+
+
+def test_coarse_to_fine_discriminator_bands(tmp_path):
+    """gan.d_fourier_anneal: band k of D's Fourier features is weighted (1 - cos(pi clamp(b - k, 0, 1))) / 2
+    with b = d_fourier * min(step / anneal, 1) bands on (the Nerfies/BARF window, computed here from its
+    definition). At step 0 a bounded-feature D sees nothing of the pair, so its logit depends only on t; once
+    the anneal is over it is the plain D; the key is refused where D has no Fourier features."""
+    from trilemma.errors import TrilemmaError
+    from trilemma.networks.mlp import coarse_to_fine_window, fourier_features
+
+    w = coarse_to_fine_window(4, 1.25, dtype=torch.float64)
+    torch.testing.assert_close(w, torch.tensor([1.0, (1 - math.cos(math.pi / 4)) / 2, 0.0, 0.0], dtype=torch.float64))
+    x = torch.tensor([[0.5, -2.0]], dtype=torch.float64)
+    n, base = 3, 0.7
+    half = fourier_features(x, n, base, bands=1.5)
+    for k, wk in enumerate([1.0, 0.5, 0.0]):  # columns: x (2), sin (d, k), cos (d, k)
+        for d in range(2):
+            arg = x[0, d].item() * base * 2**k
+            assert math.isclose(half[0, 2 + d * n + k].item(), wk * math.sin(arg), abs_tol=1e-12)
+            assert math.isclose(half[0, 2 + 2 * n + d * n + k].item(), wk * math.cos(arg), abs_tol=1e-12)
+    torch.testing.assert_close(fourier_features(x, n, base, bands=float(n)), fourier_features(x, n, base))
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", TOY_GAN,
+                                   gan={"d_fourier": 4, "d_raw_input": False, "d_fourier_anneal": 100}))
+    fam = build_family(cfg, (2,))
+    assert fam._bands(0) == 0.0 and fam._bands(25) == 1.0 and fam._bands(100) == 4.0 and fam._bands(10**6) == 4.0
+    disc, g = fam.modules["disc"], torch.Generator().manual_seed(0)
+    a, b, c = (torch.randn(8, 2, generator=g) for _ in range(3))
+    ts = torch.full((8,), 3.0)
+    with torch.no_grad():
+        torch.testing.assert_close(disc(a, b, ts, bands=0.0), disc(c, a, ts, bands=0.0))
+        assert not torch.allclose(disc(a, b, ts, bands=1.0), disc(c, a, ts, bands=1.0))
+        torch.testing.assert_close(disc(a, b, ts, bands=4.0), disc(a, b, ts))
+    assert build_family(load_config(write_config(tmp_path / "p.yaml", TOY_GAN)), (2,))._bands(0) is None
+    for gan in ({"d_fourier_anneal": -1}, {"d_fourier_anneal": 10, "d_fourier": 0}):
+        with pytest.raises(TrilemmaError, match="d_fourier_anneal"):
+            build_family(load_config(write_config(tmp_path / "bad.yaml", TOY_GAN, gan=gan)), (2,))
+    img = load_config(write_config(tmp_path / "img.yaml", DIGITS_GAN, gan={"d_fourier_anneal": 10}))
+    with pytest.raises(TrilemmaError, match="d_fourier_anneal"):
+        build_family(img, (1, 8, 8))

@@ -49,6 +49,7 @@ class GANConfig:
     d_fourier_period: float = 8.0  # P, their lowest period: wider than the span of x_{t-1} and x_t (data units)
     d_raw_input: bool = True  # 2-D discriminator: x itself beside its Fourier features (false: bounded features only)
     d_residual: bool = False  # D sees (x_{t-1}, (x_t - a x_{t-1}) / sigma), the forward noise, not (x_{t-1}, x_t)
+    d_fourier_anneal: int = 0  # 2-D discriminator: steps over which its Fourier bands fade in, coarse to fine (0: off)
     d_channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # image discriminator levels
     d_group: int = 4  # minibatch-std feature over groups of this many consecutive samples (0: none)
     lr_g: float = 1.6e-4  # generator learning rate (Adam)

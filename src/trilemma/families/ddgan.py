@@ -100,30 +100,38 @@ class DDGAN:
         """(a_{t|s}, sigma_{t|s}) broadcast to x_t when `gan.d_residual` is on, else None: once per loss call."""
         return tuple(_bcast(v, x_t) for v in transition(self.schedule, t, s)) if self.cfg.gan.d_residual else None
 
+    def _bands(self, step: int) -> float | None:
+        """How many of D's Fourier bands are on at `step` with `gan.d_fourier_anneal` (all of them once the
+        anneal is over), else None. D first sees only the coarsest bands, so it is smooth while G learns which
+        mode each x_t goes to, and sharpens as training goes on."""
+        g = self.cfg.gan
+        return g.d_fourier * min(step / g.d_fourier_anneal, 1.0) if g.d_fourier_anneal else None
+
     @staticmethod
-    def _disc(disc, x_prev, x_t, coefs, net_t):
+    def _disc(disc, x_prev, x_t, coefs, net_t, bands):
         """D on a pair; with residual `coefs` (a_{t|s}, sigma_{t|s}) the pair is (x_{t-1}, (x_t - a_{t|s} x_{t-1}) /
         sigma_{t|s}), the forward noise that would take x_{t-1} to x_t. For one step that is a bijection of
         (x_{t-1}, x_t), so D judges the same joint, but the consistency of x_{t-1} with x_t becomes "this input
         is N(0, I) and independent of x_{t-1}" instead of a relation an MLP on the concatenated pair has to learn."""
         if coefs is not None:
             x_t = (x_t - coefs[0] * x_prev) / coefs[1]
-        return disc(x_prev, x_t, net_t)
+        return disc(x_prev, x_t, net_t) if bands is None else disc(x_prev, x_t, net_t, bands=bands)
 
     def loss(self, phase: str, modules: nn.ModuleDict, x: torch.Tensor, rng, step: int) -> torch.Tensor:
         """Per-sample loss. disc: softplus(-D(real)) + softplus(D(fake)) + r1_gamma / 2 ||grad D(real)||^2
         every `lazy_reg` steps (unscaled, as in the paper's code); gen: softplus(-D(fake))."""
         gen, disc = modules["gen"], modules["disc"]
         t, s, x_s, x_t = step_pairs(self.schedule, x, rng.rand(x.shape[0]), rng.randn(x.shape), rng.randn(x.shape))
-        net_t, coefs = net_time(self.schedule, t), self._residual_coefs(x_t, t, s)
+        net_t, coefs, bands = net_time(self.schedule, t), self._residual_coefs(x_t, t, s), self._bands(step)
         if phase == "disc":
             with torch.no_grad():
                 fake = self._fake(gen, x_t, t, s, rng, net_t)
             r1 = self.cfg.gan.r1_gamma > 0 and step % self.cfg.gan.lazy_reg == 0
             x_s.requires_grad_(r1)
-            d_real = self._disc(disc, x_s, x_t, coefs, net_t)
-            loss = F.softplus(-d_real) + F.softplus(self._disc(disc, fake, x_t, coefs, net_t))
+            d_real = self._disc(disc, x_s, x_t, coefs, net_t, bands)
+            loss = F.softplus(-d_real) + F.softplus(self._disc(disc, fake, x_t, coefs, net_t, bands))
             if r1:
                 loss = loss + 0.5 * self.cfg.gan.r1_gamma * _r1(d_real, x_s)
             return loss
-        return F.softplus(-self._disc(disc, self._fake(gen, x_t, t, s, rng, net_t), x_t, coefs, net_t))
+        fake = self._fake(gen, x_t, t, s, rng, net_t)
+        return F.softplus(-self._disc(disc, fake, x_t, coefs, net_t, bands))

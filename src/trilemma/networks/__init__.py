@@ -69,9 +69,15 @@ def build_discriminator(gan_cfg, sample_shape: tuple[int, ...]):
     if len(sample_shape) == 1:
         if gan_cfg.d_fourier_period <= 0:
             raise TrilemmaError(f"gan.d_fourier_period must be > 0, got {gan_cfg.d_fourier_period}")
+        if gan_cfg.d_fourier_anneal < 0 or (gan_cfg.d_fourier_anneal and gan_cfg.d_fourier == 0):
+            raise TrilemmaError(f"gan.d_fourier_anneal must be >= 0 and needs gan.d_fourier > 0, got "
+                                f"{gan_cfg.d_fourier_anneal} with d_fourier {gan_cfg.d_fourier}")
         if not gan_cfg.d_raw_input and gan_cfg.d_fourier == 0:
             raise TrilemmaError("gan.d_raw_input: false needs gan.d_fourier > 0 (the discriminator would see nothing)")
         return MLPDiscriminator(sample_shape[0], gan_cfg.d_hidden, gan_cfg.d_depth, fourier=gan_cfg.d_fourier,
                                 group=gan_cfg.d_group, fourier_period=gan_cfg.d_fourier_period,
                                 raw_input=gan_cfg.d_raw_input)
+    if gan_cfg.d_fourier_anneal:
+        raise TrilemmaError("gan.d_fourier_anneal applies to the 2-D discriminator's Fourier features; "
+                            "the image discriminator has none")
     return ConvDiscriminator(sample_shape[0], tuple(gan_cfg.d_channels), group=gan_cfg.d_group)

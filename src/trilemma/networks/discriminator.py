@@ -38,7 +38,8 @@ class MLPDiscriminator(nn.Module):
     so a generator overshooting one edge of the data looks, to D, like real data at the other edge
     (8 suits unit-variance data, whose x_t spans about [-3.5, 3.5]; scale it with the data). Without
     `raw_input` D sees only the bounded periodic features: a D that sees x itself can grow linearly
-    outside the data, where neither real nor fake samples constrain it, and pull G's samples outward."""
+    outside the data, where neither real nor fake samples constrain it, and pull G's samples outward.
+    `bands` in forward switches the Fourier bands on coarse-to-fine (`coarse_to_fine_window`; None: all on)."""
 
     def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 3, temb_dim: int = 128, fourier: int = 0,
                  group: int = 0, fourier_period: float = 8.0, raw_input: bool = True):
@@ -51,10 +52,11 @@ class MLPDiscriminator(nn.Module):
         self.blocks = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(depth))
         self.out = nn.Linear(hidden + (group > 0), 1)
 
-    def forward(self, x_prev: torch.Tensor, x_t: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_prev: torch.Tensor, x_t: torch.Tensor, timestep: torch.Tensor,
+                bands: float | None = None) -> torch.Tensor:
         emb = self.time(timestep_embedding(timestep, self.temb_dim))  # (B, hidden)
         pair = torch.cat([x_prev, x_t], dim=1)  # (B, 2D)
-        feats = fourier_features(pair, self.fourier, self.fourier_base, self.raw_input)  # (B, 2D (1 + 2 fourier))
+        feats = fourier_features(pair, self.fourier, self.fourier_base, self.raw_input, bands)  # (B, 2D (1 + 2 F))
         h = self.inp(feats)  # (B, hidden)
         for block, proj in zip(self.blocks, self.temb_proj):
             h = h + block(F.leaky_relu(h + proj(emb), 0.2))

@@ -16,17 +16,31 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
 
-def fourier_features(x: torch.Tensor, n: int, base: float = math.pi, include_input: bool = True) -> torch.Tensor:
+def coarse_to_fine_window(n: int, bands: float, device=None, dtype=None) -> torch.Tensor:
+    """(n,) weights of Fourier bands k = 0..n-1 with `bands` of them switched on: (1 - cos(pi clamp(bands - k,
+    0, 1))) / 2, so band k fades in smoothly as `bands` goes from k to k + 1 (the coarse-to-fine window of
+    Park et al. 2021, Nerfies, and Lin et al. 2021, BARF). bands = 0: all off; bands >= n: all on."""
+    k = torch.arange(n, device=device, dtype=dtype)
+    return (1 - torch.cos(math.pi * (bands - k).clamp(0, 1))) / 2
+
+
+def fourier_features(x: torch.Tensor, n: int, base: float = math.pi, include_input: bool = True,
+                     bands: float | None = None) -> torch.Tensor:
     """(B, D) -> (B, D (1 + 2n)): x with sin and cos of 2^k base x, k = 0..n-1, per coordinate (the
     positional encoding of Mildenhall et al. 2020; Tancik et al. 2020 show it lets an MLP fit fine
     detail; VDM's Fourier features are the same map). The lowest period, 2 pi / base, should exceed
     the inputs' range, or points a period apart look alike to every feature but x itself. Without
-    `include_input` the x columns are zeros (same width), so the features are bounded and periodic."""
+    `include_input` the x columns are zeros (same width), so the features are bounded and periodic.
+    With `bands` the sin/cos of band k are scaled by `coarse_to_fine_window(n, bands)`."""
     if n == 0:
         return x
     freqs = base * 2.0 ** torch.arange(n, device=x.device, dtype=x.dtype)
-    args = (x[..., None] * freqs).flatten(1)  # (B, D n)
-    return torch.cat([x if include_input else torch.zeros_like(x), torch.sin(args), torch.cos(args)], dim=1)
+    args = x[..., None] * freqs  # (B, D, n)
+    sin, cos = torch.sin(args), torch.cos(args)
+    if bands is not None:
+        w = coarse_to_fine_window(n, bands, x.device, x.dtype)
+        sin, cos = sin * w, cos * w
+    return torch.cat([x if include_input else torch.zeros_like(x), sin.flatten(1), cos.flatten(1)], dim=1)
 
 
 class MLP(nn.Module):
