@@ -217,7 +217,8 @@ def _print_summary(summary: dict, out: Path) -> None:
 
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", help="Output directory.")
-@click.option("--retrain", is_flag=True, help="Train the toy model anew (about 8 minutes on 2 CPU cores) instead of using the shipped one.")
+@click.option("--retrain", is_flag=True, help="Train the toy models anew (DDPM and DDGAN at T = 4 and T = 1; about an hour on 2 CPU cores) "
+              "instead of using the shipped ones.")
 @click.option("-n", "--num-samples", type=int, default=2500, help="Samples per row.")
 @click.option("--device", default=None, help="cpu, cuda, mps [default: cuda if available, else cpu].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
@@ -232,16 +233,16 @@ def demo(out, retrain, num_samples, device, quiet):
       trilemma demo --out runs/demo
     """
     from .bench import config_from_dict, run_bench
-    from .demo import demo_grid, shipped_checkpoint
+    from .demo import SHIPPED, demo_grid, shipped_checkpoint
 
     out = Path(out)
-    ckpt = shipped_checkpoint("toy2d-ddpm")
+    ckpts = {name: shipped_checkpoint(name) for name in SHIPPED}
     if retrain:
         from .checkpoint import load_checkpoint
         from .training import train as run
 
-        ckpt = run(load_checkpoint(ckpt).cfg, out / "toy2d-ddpm", progress=not quiet)
-    cfg = config_from_dict(demo_grid(str(ckpt), num_samples, device), "demo")
+        ckpts = {name: run(load_checkpoint(c).cfg, out / name, progress=not quiet) for name, c in ckpts.items()}
+    cfg = config_from_dict(demo_grid({name: str(c) for name, c in ckpts.items()}, num_samples, device), "demo")
     summary = run_bench(cfg, out, progress=not quiet, command=_command_line())
     _print_summary(summary, out)
 

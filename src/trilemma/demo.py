@@ -1,8 +1,10 @@
 """`trilemma demo`: the benchmark grid on the 25-Gaussian toy, from checkpoints shipped in the package.
 
 The shipped checkpoints live in trilemma/assets/<name>/ (config.json + model.safetensors, EMA weights
-only) and are reproduced by `trilemma demo --retrain` (which trains from the same config.json) or by
-`trilemma train configs/toy2d-ddpm.yaml`; BENCHMARKS.md gives their SHA-256 and training log.
+only): toy2d-ddpm, toy2d-ddgan (T = 4) and toy2d-ddgan-t1 (the T = 1 ablation). `trilemma demo --retrain`
+trains them anew from the same config.json files (`trilemma train configs/toy2d-ddpm.yaml` and
+configs/toy2d-ddgan.yaml, with `--set schedule.num_timesteps=1` for T = 1); BENCHMARKS.md gives their
+SHA-256 and training commands.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 
 from .errors import TrilemmaError
 
-SHIPPED = ("toy2d-ddpm",)
+SHIPPED = ("toy2d-ddpm", "toy2d-ddgan", "toy2d-ddgan-t1")
 
 
 def shipped_checkpoint(name: str) -> Path:
@@ -25,9 +27,11 @@ def shipped_checkpoint(name: str) -> Path:
     return p
 
 
-def demo_grid(ddpm_checkpoint: str, num_samples: int = 2500, device: str | None = None) -> dict:
-    """DDPM ancestral 1000, DDIM 100/20/10/5 at eta 0 and 1, DPM-Solver++(2M) 20/10/5 (issue 3);
-    later families add their rows here."""
+def demo_grid(checkpoints: dict[str, str], num_samples: int = 2500, device: str | None = None) -> dict:
+    """The demo's bench grid from {shipped name: checkpoint directory}: DDPM ancestral 1000, DDIM 100/20/10/5
+    at eta 0 and 1, DPM-Solver++(2M) 20/10/5 (issue 3); DDGAN's ancestral sampler at T = 4 and at T = 1
+    (issue 4), one NFE per step. Later families add their rows here."""
+    ddpm, ddgan, ddgan_t1 = (str(checkpoints[name]) for name in SHIPPED)
     return {
         "name": "trilemma demo: 25-Gaussian grid",
         "num_samples": num_samples,
@@ -35,8 +39,10 @@ def demo_grid(ddpm_checkpoint: str, num_samples: int = 2500, device: str | None 
         "seeds": [0],
         "device": device,
         "rows": [
-            {"checkpoint": ddpm_checkpoint, "label": "DDPM", "sampler": "ddpm", "steps": 1000},
-            {"checkpoint": ddpm_checkpoint, "label": "DDPM", "sampler": "ddim", "steps": [100, 20, 10, 5], "eta": [0.0, 1.0]},
-            {"checkpoint": ddpm_checkpoint, "label": "DDPM", "sampler": "dpmpp", "steps": [20, 10, 5]},
+            {"checkpoint": ddpm, "label": "DDPM", "sampler": "ddpm", "steps": 1000},
+            {"checkpoint": ddpm, "label": "DDPM", "sampler": "ddim", "steps": [100, 20, 10, 5], "eta": [0.0, 1.0]},
+            {"checkpoint": ddpm, "label": "DDPM", "sampler": "dpmpp", "steps": [20, 10, 5]},
+            {"checkpoint": ddgan, "label": "DDGAN T=4", "sampler": "ddpm", "steps": 4},
+            {"checkpoint": ddgan_t1, "label": "DDGAN T=1", "sampler": "ddpm", "steps": 1},
         ],
     }
