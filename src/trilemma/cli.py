@@ -217,7 +217,7 @@ def _print_summary(summary: dict, out: Path) -> None:
 
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", help="Output directory.")
-@click.option("--retrain", is_flag=True, help="Train the toy models anew (DDPM and DDGAN at T = 4 and T = 1; about an hour on 2 CPU cores) "
+@click.option("--retrain", is_flag=True, help="Train the toy models anew (DDPM and DDGAN at T = 4 and T = 1; about 70 minutes on 2 CPU cores) "
               "instead of using the shipped ones.")
 @click.option("-n", "--num-samples", type=int, default=2500, help="Samples per row.")
 @click.option("--device", default=None, help="cpu, cuda, mps [default: cuda if available, else cpu].")
