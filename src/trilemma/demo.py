@@ -3,8 +3,8 @@
 The shipped checkpoints live in trilemma/assets/<name>/ (config.json + model.safetensors, EMA weights
 only): toy2d-ddpm, toy2d-ddgan (T = 4) and toy2d-ddgan-t1 (the T = 1 ablation). `trilemma demo --retrain`
 trains them anew from the same config.json files (`trilemma train configs/toy2d-ddpm.yaml` and
-configs/toy2d-ddgan.yaml, with `--set schedule.num_timesteps=1` for T = 1); BENCHMARKS.md gives their
-SHA-256 and training commands.
+configs/toy2d-ddgan.yaml, with `--set schedule.num_timesteps=1 --set sample.steps=1 --set
+gan.d_raw_input=true` for T = 1); BENCHMARKS.md gives their SHA-256 and training commands.
 """
 
 from __future__ import annotations
