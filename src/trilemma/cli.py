@@ -242,7 +242,7 @@ def demo(out, retrain, num_samples, device, quiet):
         from .training import train as run
 
         ckpts = {name: run(load_checkpoint(c).cfg, out / name, progress=not quiet) for name, c in ckpts.items()}
-    cfg = config_from_dict(demo_grid({name: str(c) for name, c in ckpts.items()}, num_samples, device), "demo")
+    cfg = config_from_dict(demo_grid(ckpts, num_samples, device), "demo")
     summary = run_bench(cfg, out, progress=not quiet, command=_command_line())
     _print_summary(summary, out)
 

@@ -27,7 +27,7 @@ def shipped_checkpoint(name: str) -> Path:
     return p
 
 
-def demo_grid(checkpoints: dict[str, str], num_samples: int = 2500, device: str | None = None) -> dict:
+def demo_grid(checkpoints: dict[str, str | Path], num_samples: int = 2500, device: str | None = None) -> dict:
     """The demo's bench grid from {shipped name: checkpoint directory}: DDPM ancestral 1000, DDIM 100/20/10/5
     at eta 0 and 1, DPM-Solver++(2M) 20/10/5 (issue 3); DDGAN's ancestral sampler at T = 4 and at T = 1
     (issue 4), one NFE per step. Later families add their rows here."""
