@@ -61,6 +61,20 @@ class GANConfig:
 
 
 @dataclass
+class VDMConfig:
+    """VDM (family vdm): the variational bound, its time discretisation and the network's input features."""
+
+    timesteps: int = 0  # diffusion loss: 0 = continuous time (VDM eq. 17), T > 0 = discrete with T steps (eq. 13)
+    antithetic: bool = True  # low-discrepancy times t_i = (u + i / B) mod 1 over the batch (VDM appendix)
+    shape_loss: str = "variance"  # learned schedule's shape: variance (minimise Var of the diffusion loss) | bound
+    fourier: bool = True  # append sin/cos(2^n pi z), n = fourier_min..fourier_max, to the network's input
+    fourier_min: int = 7  # 2^7 pi z: a period of 1/64 (two 8-bit levels)
+    fourier_max: int = 8  # 2^8 pi z: a period of 1/128, about one 8-bit level (2/255)
+    cond_gamma_min: float = -13.3  # the network sees 1000 (gamma(t) - cond_gamma_min) / (cond_gamma_max - cond_gamma_min)
+    cond_gamma_max: float = 5.0
+
+
+@dataclass
 class TrainConfig:
     steps: int = 10_000  # optimizer steps
     batch_size: int = 256  # per process
@@ -88,16 +102,17 @@ class SampleConfig:
 
 @dataclass
 class Config:
-    family: str = "ddpm"  # ddpm | ddgan (later: vdm, latent)
+    family: str = "ddpm"  # ddpm | ddgan | vdm (later: latent)
     data: DataConfig = field(default_factory=DataConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     gan: GANConfig = field(default_factory=GANConfig)  # family ddgan only
+    vdm: VDMConfig = field(default_factory=VDMConfig)  # family vdm only
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
 
-FAMILY_NAMES = ("ddpm", "ddgan")
+FAMILY_NAMES = ("ddpm", "ddgan", "vdm")
 
 
 def _type_name(tp) -> str:

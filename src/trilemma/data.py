@@ -122,6 +122,12 @@ def describe(data: Dataset) -> str:
     return f"{data.name}: {len(data)} {data.kind} of shape {data.shape}, range [{lo:.3g}, {hi:.3g}]{classes}"
 
 
+def data_levels(cfg: DataConfig) -> int | None:
+    """How many evenly spaced values a data coordinate takes on [-1, 1] (for a discretised likelihood):
+    256 for 8-bit images, 17 for scikit-learn's digits (0..16); None for continuous data (toy2d)."""
+    return {"digits": 17, "fashion-mnist": 256, "folder": 256}.get(cfg.name)
+
+
 def load_dataset(cfg: DataConfig, split: str = "train") -> Dataset:
     """Load the `split` ("train" | "test") of the dataset described by `cfg`."""
     if split not in SPLITS:

@@ -24,6 +24,7 @@ __all__ = [
     "DiscreteSchedule",
     "VPSDEGrid",
     "LinearGamma",
+    "LearnedGamma",
     "ScheduleConfig",
     "build_schedule",
     "alpha_sigma",
@@ -48,8 +49,13 @@ class Schedule(nn.Module):
     def gamma(self, t: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.gamma(t)
+    def forward(self, t: torch.Tensor, derivative: bool = False, shape_grad=None):
+        """gamma(t); with `derivative`, the pair (gamma(t), gamma'(t)), gamma' by autograd with a graph
+        (VDM eq. 17 needs it inside the loss). `shape_grad` is for schedules with a learned shape
+        (`LearnedGamma`); fixed schedules ignore it."""
+        if not derivative:
+            return self.gamma(t)
+        return gamma_and_derivative(self.gamma, t)
 
     def timestep(self, t: torch.Tensor) -> torch.Tensor:
         """The value a diffusers network is called with at time t: the index t*T - 1 for a discrete
@@ -64,6 +70,16 @@ class Schedule(nn.Module):
         if self.num_timesteps is not None:
             return ((u * self.num_timesteps).floor().clamp(max=self.num_timesteps - 1) + 1) / self.num_timesteps
         return 1.0 - u
+
+
+def gamma_and_derivative(fn, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fn(t), d fn / dt) for per-sample times t (B,): the derivative by autograd, kept in the graph
+    (create_graph) so a loss weighted by it trains the parameters of fn."""
+    t = t.detach().requires_grad_(True)
+    with torch.enable_grad():
+        g = fn(t)
+        (dg,) = torch.autograd.grad(g.sum(), t, create_graph=True)
+    return g, dg
 
 
 def alpha_sigma(schedule: Schedule, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -198,20 +214,108 @@ class LinearGamma(Schedule):
         return g.to(t.dtype if t.is_floating_point() else torch.float32)
 
 
+class _ScaleGrad(torch.autograd.Function):
+    """Identity forward; backward multiplies the gradient by `box.value` (B,), read at backward time,
+    so a weight known only after the loss is computed (the per-sample loss itself) can scale it."""
+
+    @staticmethod
+    def forward(ctx, x, box):
+        ctx.box = box
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * ctx.box.value.to(grad.dtype), None
+
+
+class GradScale:
+    """A per-sample gradient weight filled in after the forward pass (see `LearnedGamma.forward`)."""
+
+    def __init__(self):
+        self.value: torch.Tensor | None = None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return _ScaleGrad.apply(x, self)
+
+
+class LearnedGamma(Schedule):
+    """VDM's learned schedule (Kingma et al. 2021, sec. 3.4 and appendix): gamma(t) = gamma_0 + (gamma_1 -
+    gamma_0) * (h(t) - h(0)) / (h(1) - h(0)), with h a monotone MLP (non-negative weights) and the endpoints
+    gamma_0 < gamma_1 learned. Written as gamma_0 (1 - s) + gamma_1 s, s the normalised shape, so
+    gamma(0) = gamma_0 and gamma(1) = gamma_1 exactly in floating point.
+
+    h(t) = l1(t) + l3(phi(l2(t))) / hidden with phi(u) = 2 sigmoid(u) - 1: l1 linear (1 -> 1), l2 (1 -> hidden),
+    l3 (hidden -> 1), every weight passed through abs so h is non-decreasing (the official noise network's
+    layout). gamma_1 = gamma_0 + softplus(width) keeps the endpoints ordered whatever the optimiser does.
+    """
+
+    def __init__(self, gamma_min: float = -13.3, gamma_max: float = 5.0, hidden: int = 1024):
+        super().__init__()
+        if not gamma_max > gamma_min:
+            raise TrilemmaError(f"schedule: learned needs gamma_max > gamma_min, got {gamma_min} and {gamma_max}")
+        self.gamma_0 = nn.Parameter(torch.tensor(float(gamma_min)))
+        width = gamma_max - gamma_min  # softplus^{-1}(width), stable for large widths
+        self.width = nn.Parameter(torch.tensor(width + math.log(-math.expm1(-width))))
+        # l1 starts at the linear schedule's slope, so the small sigmoid part only bends it a little at first
+        self.l1_w, self.l1_b = nn.Parameter(torch.tensor([width])), nn.Parameter(torch.zeros(1))
+        self.l2_w, self.l2_b = nn.Parameter(torch.randn(hidden)), nn.Parameter(torch.zeros(hidden))
+        self.l3_w = nn.Parameter(torch.randn(hidden))
+        self.hidden = hidden
+
+    def endpoints(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(gamma_0, gamma_1) as float64 tensors that carry gradients."""
+        g0 = self.gamma_0.double()
+        return g0, g0 + nn.functional.softplus(self.width.double())
+
+    def _h(self, t: torch.Tensor) -> torch.Tensor:
+        """The unnormalised monotone network, t (B,) float64 -> (B,)."""
+        h1 = self.l1_w.double().abs() * t + self.l1_b.double()
+        u = (2 * t - 1)[:, None] * self.l2_w.double().abs() + self.l2_b.double()  # (B, hidden)
+        return h1 + (2 * torch.sigmoid(u) - 1) @ self.l3_w.double().abs() / self.hidden
+
+    def shape(self, t: torch.Tensor) -> torch.Tensor:
+        """The normalised shape s(t) = (h(t) - h(0)) / (h(1) - h(0)): 0 at t = 0, 1 at t = 1, non-decreasing."""
+        ends = self._h(torch.tensor([0.0, 1.0], dtype=torch.float64, device=t.device))
+        return (self._h(t.reshape(-1)).reshape(t.shape) - ends[0]) / (ends[1] - ends[0])
+
+    def gamma(self, t):
+        t = torch.as_tensor(t, device=self.gamma_0.device)
+        s = self.shape(hi_precision(t))
+        g0, g1 = self.endpoints()
+        g = g0 * (1 - s) + g1 * s
+        return g.to(t.dtype if t.is_floating_point() else torch.float32)
+
+    def forward(self, t: torch.Tensor, derivative: bool = False, shape_grad: GradScale | None = None):
+        """gamma(t), or (gamma(t), gamma'(t)) with `derivative`. With a `shape_grad` the gradient that reaches
+        the shape network through s(t) and s'(t) is multiplied per sample by shape_grad.value, and the
+        endpoints' is not: VDM's variance minimisation (appendix I.2), where weight 2 L_i turns the shape's
+        gradient of the loss into that of E[L^2]."""
+        if not derivative:
+            return self.gamma(t)
+        t = torch.as_tensor(t, device=self.gamma_0.device)
+        s, ds = gamma_and_derivative(self.shape, hi_precision(t))
+        if shape_grad is not None:
+            s, ds = shape_grad(s), shape_grad(ds)
+        g0, g1 = self.endpoints()
+        dt = t.dtype if t.is_floating_point() else torch.float32
+        return (g0 * (1 - s) + g1 * s).to(dt), ((g1 - g0) * ds).to(dt)
+
+
 @dataclass
 class ScheduleConfig:
-    name: str = "linear-beta"  # linear-beta | cosine | vp-sde | vp-sde-grid | linear-gamma
+    name: str = "linear-beta"  # linear-beta | cosine | vp-sde | vp-sde-grid | linear-gamma | learned
     num_timesteps: int = 1000  # linear-beta, vp-sde-grid: T (the grid t_i = i / T)
     beta_start: float = 1e-4  # linear-beta
     beta_end: float = 0.02  # linear-beta
     beta_min: float = 0.1  # vp-sde
     beta_max: float = 20.0  # vp-sde
     grid_eps: float = 1e-3  # vp-sde-grid: first SDE time of the grid (u_0)
-    gamma_min: float = -13.3  # linear-gamma
-    gamma_max: float = 5.0  # linear-gamma
+    gamma_min: float = -13.3  # linear-gamma; learned: initial gamma_0
+    gamma_max: float = 5.0  # linear-gamma; learned: initial gamma_1
+    hidden: int = 1024  # learned: width of the monotone network
 
 
-SCHEDULES = ("linear-beta", "cosine", "vp-sde", "vp-sde-grid", "linear-gamma")
+SCHEDULES = ("linear-beta", "cosine", "vp-sde", "vp-sde-grid", "linear-gamma", "learned")
 
 
 def build_schedule(cfg: ScheduleConfig) -> Schedule:
@@ -226,6 +330,10 @@ def build_schedule(cfg: ScheduleConfig) -> Schedule:
         return VPSDEGrid(cfg.num_timesteps, cfg.beta_min, cfg.beta_max, cfg.grid_eps)
     if cfg.name == "linear-gamma":
         return LinearGamma(cfg.gamma_min, cfg.gamma_max)
+    if cfg.name == "learned":
+        if cfg.hidden < 1:
+            raise TrilemmaError(f"schedule.hidden must be >= 1, got {cfg.hidden}")
+        return LearnedGamma(cfg.gamma_min, cfg.gamma_max, cfg.hidden)
     raise TrilemmaError(f"schedule.name: unknown schedule {cfg.name!r}; choose one of {', '.join(SCHEDULES)}")
 
 

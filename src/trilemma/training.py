@@ -49,6 +49,13 @@ class ShardedRNG:
     def rand(self, n: int) -> torch.Tensor:
         return self._slice(torch.rand(n * self.world_size, generator=self.gen), n)
 
+    def stratified(self, n: int) -> torch.Tensor:
+        """n of the global batch's low-discrepancy uniforms (u + i / N) mod 1, i < N = n * world_size, from one
+        shared draw u (`families.vdm.stratified`): float64."""
+        from .families.vdm import stratified
+
+        return self._slice(stratified(torch.rand(1, generator=self.gen, dtype=torch.float64), n * self.world_size), n)
+
 
 class EMA:
     """Exponential moving average of module weights; the decay ramps up as min(decay,
@@ -62,7 +69,8 @@ class EMA:
     def update(self, module: nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
         ema_p = list(self.module.parameters())
-        torch._foreach_lerp_(ema_p, [p.detach() for p in module.parameters()], 1.0 - d)
+        if ema_p:  # a fixed schedule module has none
+            torch._foreach_lerp_(ema_p, [p.detach() for p in module.parameters()], 1.0 - d)
         for b_ema, b in zip(self.module.buffers(), module.buffers()):
             b_ema.copy_(b)
 

@@ -7,8 +7,9 @@ from torch import nn
 from ..errors import TrilemmaError
 from .ddgan import DDGAN, GANDenoiser
 from .ddpm import DDPM, ddpm_loss
+from .vdm import VDM, VDMDenoiser
 
-FAMILIES = {"ddpm": DDPM, "ddgan": DDGAN}
+FAMILIES = {"ddpm": DDPM, "ddgan": DDGAN, "vdm": VDM}
 
 
 def build_family(cfg, sample_shape: tuple[int, ...]):
@@ -18,13 +19,13 @@ def build_family(cfg, sample_shape: tuple[int, ...]):
     return FAMILIES[cfg.family](cfg, sample_shape)
 
 
-__all__ = ["DDPM", "DDGAN", "GANDenoiser", "FAMILIES", "build_family", "ddpm_loss", "denoiser_from_checkpoint"]
+__all__ = ["DDPM", "DDGAN", "VDM", "VDMDenoiser", "GANDenoiser", "FAMILIES", "build_family", "ddpm_loss", "denoiser_from_checkpoint"]
 
 
 def denoiser_from_checkpoint(ck, device=None):
     """The EMA denoiser of a loaded checkpoint (`checkpoint.load_checkpoint`), in eval mode."""
     family = build_family(ck.cfg, ck.sample_shape)
-    try:  # the checkpoint's weights are the EMA modules (all of DDPM; DDGAN's generator only)
+    try:  # the checkpoint's weights are the EMA modules (all of DDPM and VDM; DDGAN's generator only)
         nn.ModuleDict({name: family.modules[name] for name in family.ema_names()}).load_state_dict(ck.weights)
     except RuntimeError as e:
         raise TrilemmaError(f"{ck.path}: weights do not match the config ({str(e).splitlines()[0]})") from None

@@ -2,7 +2,7 @@
 discriminators on the same pieces."""
 
 from .discriminator import ConvDiscriminator, MLPDiscriminator
-from .mlp import MLP, timestep_embedding
+from .mlp import MLP, FourierInput, timestep_embedding
 from .unet import GANUNet, UNet, build_unet
 
 from ..errors import TrilemmaError
@@ -14,6 +14,8 @@ __all__ = [
     "MLPDiscriminator",
     "ConvDiscriminator",
     "build_backbone",
+    "build_vdm_net",
+    "FourierInput",
     "build_generator",
     "build_discriminator",
     "build_unet",
@@ -28,22 +30,22 @@ def _check_image(shape: tuple[int, ...], levels: int, what: str) -> None:
         raise TrilemmaError(f"image size {shape[1]} is not divisible by 2^{levels - 1} ({what} levels)")
 
 
-def _unet(model_cfg, sample_shape, **extra):
+def _unet(model_cfg, sample_shape, in_channels: int | None = None, **extra):
     if len(model_cfg.attention) != len(model_cfg.channels):
         raise TrilemmaError(
             f"model.attention has {len(model_cfg.attention)} entries but model.channels has {len(model_cfg.channels)}"
         )
     _check_image(sample_shape, len(model_cfg.channels), "model.channels")
     c, h, _ = sample_shape
-    return build_unet(h, c, model_cfg.channels, model_cfg.attention, model_cfg.layers_per_block,
-                      model_cfg.norm_groups, model_cfg.dropout, **extra)
+    return build_unet(h, in_channels or c, model_cfg.channels, model_cfg.attention, model_cfg.layers_per_block,
+                      model_cfg.norm_groups, model_cfg.dropout, out_channels=c, **extra)
 
 
-def _mlp(model_cfg, sample_shape, latent_dim: int = 0) -> MLP:
+def _mlp(model_cfg, sample_shape, latent_dim: int = 0, in_dim: int | None = None) -> MLP:
     if model_cfg.fourier and model_cfg.fourier_period <= 0:
         raise TrilemmaError(f"model.fourier_period must be > 0, got {model_cfg.fourier_period}")
     return MLP(sample_shape[0], model_cfg.hidden, model_cfg.depth, latent_dim=latent_dim, fourier=model_cfg.fourier,
-               fourier_period=model_cfg.fourier_period)
+               fourier_period=model_cfg.fourier_period, in_dim=in_dim)
 
 
 def build_backbone(model_cfg, sample_shape: tuple[int, ...]):
@@ -52,6 +54,22 @@ def build_backbone(model_cfg, sample_shape: tuple[int, ...]):
     if len(sample_shape) == 1:
         return _mlp(model_cfg, sample_shape)
     return UNet(_unet(model_cfg, sample_shape))
+
+
+def build_vdm_net(model_cfg, vdm_cfg, sample_shape: tuple[int, ...]):
+    """VDM's eps-network: the backbone of `model` on z and, with `vdm.fourier`, its Fourier features
+    sin/cos(2^n pi z), n = vdm.fourier_min..vdm.fourier_max (`FourierInput`)."""
+    _check_image(sample_shape, 1, "model.channels")
+    if not vdm_cfg.fourier:
+        return build_backbone(model_cfg, sample_shape)
+    if vdm_cfg.fourier_max < vdm_cfg.fourier_min:
+        raise TrilemmaError(f"vdm.fourier_max ({vdm_cfg.fourier_max}) is below vdm.fourier_min ({vdm_cfg.fourier_min})")
+    width = sample_shape[0] * (1 + 2 * (vdm_cfg.fourier_max - vdm_cfg.fourier_min + 1))
+    if len(sample_shape) == 1:
+        backbone = _mlp(model_cfg, sample_shape, in_dim=width)
+    else:
+        backbone = UNet(_unet(model_cfg, sample_shape, in_channels=width))
+    return FourierInput(backbone, vdm_cfg.fourier_min, vdm_cfg.fourier_max)
 
 
 def build_generator(model_cfg, gan_cfg, sample_shape: tuple[int, ...]):

@@ -26,7 +26,8 @@ def coarse_to_fine_window(n: int, bands: float, device=None, dtype=None) -> torc
 
 def fourier_features(x: torch.Tensor, n: int, base: float = math.pi, include_input: bool = True,
                      bands: float | None = None) -> torch.Tensor:
-    """(B, D) -> (B, D (1 + 2n)): x with sin and cos of 2^k base x, k = 0..n-1, per coordinate (the
+    """(B, D, *S) -> (B, D (1 + 2n), *S): x with sin and cos of 2^k base x, k = 0..n-1, per coordinate or
+    channel (the
     positional encoding of Mildenhall et al. 2020; Tancik et al. 2020 show it lets an MLP fit fine
     detail; VDM's Fourier features are the same map). The lowest period, 2 pi / base, should exceed
     the inputs' range, or points a period apart look alike to every feature but x itself. Without
@@ -34,13 +35,29 @@ def fourier_features(x: torch.Tensor, n: int, base: float = math.pi, include_inp
     With `bands` the sin/cos of band k are scaled by `coarse_to_fine_window(n, bands)`."""
     if n == 0:
         return x
+    spatial = [1] * (x.dim() - 2)
     freqs = base * 2.0 ** torch.arange(n, device=x.device, dtype=x.dtype)
-    args = x[..., None] * freqs  # (B, D, n)
+    args = x[:, :, None] * freqs.view(1, 1, n, *spatial)  # (B, D, n, *S)
     sin, cos = torch.sin(args), torch.cos(args)
     if bands is not None:
-        w = coarse_to_fine_window(n, bands, x.device, x.dtype)
+        w = coarse_to_fine_window(n, bands, x.device, x.dtype).view(1, 1, n, *spatial)
         sin, cos = sin * w, cos * w
-    return torch.cat([x if include_input else torch.zeros_like(x), sin.flatten(1), cos.flatten(1)], dim=1)
+    return torch.cat([x if include_input else torch.zeros_like(x), sin.flatten(1, 2), cos.flatten(1, 2)], dim=1)
+
+
+class FourierInput(nn.Module):
+    """net(z, timestep) that sees z together with VDM's Fourier features sin/cos(2^n pi z), n = n_min..n_max
+    (Kingma et al. 2021, appendix C): the highest frequency resolves the fine detail (the 8-bit levels) that
+    the likelihood depends on and a network on raw z picks up slowly. `backbone` takes the
+    C (1 + 2 (n_max - n_min + 1)) input channels and returns C."""
+
+    def __init__(self, backbone: nn.Module, n_min: int, n_max: int):
+        super().__init__()
+        self.backbone, self.n_min, self.count = backbone, n_min, n_max - n_min + 1
+
+    def forward(self, z: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+        feats = fourier_features(z, self.count, math.pi * 2.0**self.n_min)  # (B, C (1 + 2 count), *S)
+        return self.backbone(feats, timestep)
 
 
 class MLP(nn.Module):
@@ -51,17 +68,18 @@ class MLP(nn.Module):
     through a small mapping network and joins the time embedding (DDGAN's generator conditioning).
     With `fourier` > 0 the input is seen through `fourier_features` of lowest period `fourier_period`:
     a DDGAN generator's last large step maps x_t to the nearest modes, a staircase in x_t that an MLP
-    on raw x learns coarse-first (the spectral bias of Rahaman et al. 2019)."""
+    on raw x learns coarse-first (the spectral bias of Rahaman et al. 2019). `in_dim` (default `dim`) is the
+    width of the input when it differs from the output's (a `FourierInput` backbone)."""
 
     def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 4, temb_dim: int = 128, latent_dim: int = 0,
-                 fourier: int = 0, fourier_period: float = 16.0):
+                 fourier: int = 0, fourier_period: float = 16.0, in_dim: int | None = None):
         super().__init__()
         self.temb_dim, self.latent_dim, self.fourier = temb_dim, latent_dim, fourier
         self.fourier_base = 2 * math.pi / fourier_period
         self.time = nn.Sequential(nn.Linear(temb_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         if latent_dim:
             self.mapping = nn.Sequential(nn.Linear(latent_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-        self.inp = nn.Linear(dim * (1 + 2 * fourier), hidden)
+        self.inp = nn.Linear((in_dim or dim) * (1 + 2 * fourier), hidden)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.LayerNorm(hidden), nn.SiLU(), nn.Linear(hidden, hidden)) for _ in range(depth)
         )

@@ -15,16 +15,18 @@ def build_unet(
     layers_per_block: int = 1,
     norm_groups: int = 8,
     dropout: float = 0.0,
+    out_channels: int | None = None,
     **extra,
 ) -> UNet2DModel:
     """A UNet2DModel with one resolution level per entry of `channels` (attention where asked);
-    `extra` goes to UNet2DModel (e.g. the class-embedding options of a GAN generator)."""
+    `extra` goes to UNet2DModel (e.g. the class-embedding options of a GAN generator). `out_channels`
+    defaults to `in_channels`."""
     down = tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in attention)
     up = tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(attention))
     return UNet2DModel(
         sample_size=sample_size,
         in_channels=in_channels,
-        out_channels=in_channels,
+        out_channels=out_channels or in_channels,
         block_out_channels=tuple(channels),
         down_block_types=down,
         up_block_types=up,
