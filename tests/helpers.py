@@ -22,6 +22,16 @@ TOY_GAN = {
     "sample": {"sampler": "ddpm", "steps": 4, "n": 64},
 }
 
+TOY_VDM = {
+    "family": "vdm",
+    "data": {"name": "toy2d", "toy": "grid25", "n": 2048},
+    "schedule": {"name": "learned", "hidden": 16},
+    "model": {"hidden": 32, "depth": 2},
+    "vdm": {"fourier": False},
+    "train": {"steps": 6, "batch_size": 64, "lr": 1e-3, "warmup": 2, "save_every": 0, "log_every": 1},
+    "sample": {"sampler": "ddpm", "steps": 5, "n": 64},
+}
+
 DIGITS_GAN = {
     "family": "ddgan",
     "data": {"name": "digits"},

@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import TOY, TOY_GAN, write_config
+from helpers import TOY, TOY_GAN, TOY_VDM, write_config
 from trilemma.checkpoint import load_checkpoint
 from trilemma.config import load_config
 from trilemma.errors import TrilemmaError
@@ -22,7 +22,7 @@ def _weights(run: Path) -> dict:
     return {**load_file(str(ck / "model.safetensors")), **load_file(str(ck / "train.safetensors"))}
 
 
-@pytest.mark.parametrize("base", [TOY, TOY_GAN], ids=["ddpm", "ddgan"])
+@pytest.mark.parametrize("base", [TOY, TOY_GAN, TOY_VDM], ids=["ddpm", "ddgan", "vdm"])
 def test_resume_equals_uninterrupted_run(tmp_path, base):
     """Stopped after 3 steps and resumed to 7 = 7 steps straight: every tensor identical (weights,
     EMA, optimizer moments of every phase, RNG states)."""
@@ -94,7 +94,7 @@ def test_ema_update_closed_form():
     assert torch.allclose(ema.module.weight, 0.9 * before + 0.1 * m.weight)
 
 
-@pytest.mark.parametrize("base", [TOY, TOY_GAN], ids=["ddpm", "ddgan"])
+@pytest.mark.parametrize("base", [TOY, TOY_GAN, TOY_VDM], ids=["ddpm", "ddgan", "vdm"])
 def test_two_processes_equal_one_process_on_the_doubled_batch(tmp_path, base):
     """Two processes (gloo DDP on the CPU) with batch b each give the weights of one process with
     batch 2b, to float tolerance (only the reduction order differs). On a machine without GPUs,
@@ -112,7 +112,7 @@ def test_two_processes_equal_one_process_on_the_doubled_batch(tmp_path, base):
     train(load_config(cfg_path, ["train.batch_size=64"]), tmp_path / "single", progress=False)
     a, b = _weights(tmp_path / "ddp"), _weights(tmp_path / "single")
     for k in a:
-        if k.startswith(("modules.", "net.", "gen.")):
+        if k.startswith(("modules.", "net.", "gen.", "schedule.")):
             assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), f"{k}: max diff {(a[k] - b[k]).abs().max():.2e}"
 
 

@@ -35,7 +35,7 @@ from .errors import TrilemmaError
 
 __all__ = ["BenchConfig", "BenchRow", "load_grid", "expand_rows", "run_bench", "write_outputs", "environment"]
 
-SAMPLER_NAMES = {"ddpm": "DDPM ancestral", "ancestral": "DDPM ancestral", "ddim": "DDIM", "dpmpp": "DPM-Solver++(2M)"}
+SAMPLER_NAMES = {"ddpm": "DDPM ancestral", "ancestral": "ancestral", "ddim": "DDIM", "dpmpp": "DPM-Solver++(2M)"}
 
 
 @dataclass
@@ -50,6 +50,9 @@ class BenchConfig:
     inception_weights: str | None = None  # local Inception weights file for features: inception
     grid_images: int = 64  # images shown per sample grid
     device: str | None = None  # cpu | cuda | mps [default: cuda if available]
+    bpd: bool = True  # bits/dim of every checkpoint with a variational bound (vdm; ddpm through its VLB)
+    bpd_images: int = 0  # images of the reference split the bound is averaged over (0: all of them)
+    bpd_draws: int = 1  # Monte-Carlo draws of (t, noise) per image for bits/dim
 
 
 @dataclass
@@ -99,7 +102,7 @@ def config_from_dict(raw: dict, where: str, base: Path | None = None) -> BenchCo
         if k not in known:
             _fail(where, f"unknown key {k!r}; known keys: {', '.join(sorted(known))}")
     cfg = BenchConfig(**raw)
-    for k in ("num_samples", "batch_size", "grid_images"):
+    for k in ("num_samples", "batch_size", "grid_images", "bpd_images", "bpd_draws"):
         if not isinstance(getattr(cfg, k), int) or isinstance(getattr(cfg, k), bool):
             _fail(where, f"{k} must be an integer, got {getattr(cfg, k)!r}")
     if isinstance(cfg.seeds, int) and not isinstance(cfg.seeds, bool):
@@ -108,6 +111,10 @@ def config_from_dict(raw: dict, where: str, base: Path | None = None) -> BenchCo
         _fail(where, f"seeds must be an integer or a non-empty list of integers, got {cfg.seeds!r}")
     if not isinstance(cfg.rows, list) or not cfg.rows:
         _fail(where, "`rows` must be a non-empty list of {checkpoint, sampler, steps, ...}")
+    if not isinstance(cfg.bpd, bool):
+        _fail(where, f"bpd must be true or false, got {cfg.bpd!r}")
+    if cfg.bpd_images < 0 or cfg.bpd_draws < 1:
+        _fail(where, f"bpd_images must be >= 0 and bpd_draws >= 1 (got {cfg.bpd_images}, {cfg.bpd_draws})")
     if cfg.num_samples < 2 or cfg.batch_size < 1:
         _fail(where, f"num_samples must be >= 2 and batch_size >= 1 (got {cfg.num_samples}, {cfg.batch_size})")
     if cfg.features not in ("auto", "inception"):
@@ -329,6 +336,24 @@ def _generate_timed(den, ck, row: BenchRow, noise: torch.Tensor, seed: int, batc
     return torch.cat(outs), nfe, secs
 
 
+def _bits_per_dim(cfg: BenchConfig, ckpts: dict, reference: torch.Tensor, device, progress: bool) -> dict:
+    """{checkpoint: {"bpd", "bpd_ci95"}} for every checkpoint whose family has a variational bound, on the
+    reference split (the same images and draws for each); checkpoints without one (ddgan) are left out."""
+    from .families import FAMILIES, bound_from_checkpoint
+    from .metrics.likelihood import evaluate_bound
+
+    x = reference[: cfg.bpd_images] if cfg.bpd_images else reference
+    out = {}
+    for path, ck in ckpts.items():
+        if not hasattr(FAMILIES[ck.cfg.family], "terms"):
+            continue
+        terms_fn, to_bpd, _ = bound_from_checkpoint(ck, device)
+        res = evaluate_bound(terms_fn, x, to_bpd=to_bpd, batch_size=cfg.batch_size, draws=cfg.bpd_draws, seed=0,
+                             device=device, progress=progress)
+        out[path] = {"bpd": res["terms"]["total"]["mean"], "bpd_ci95": res["terms"]["total"]["ci95"]}
+    return out
+
+
 def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, command: str | None = None) -> dict:
     """Run every row of the grid, score it, and write all outputs to `out_dir`; returns the results."""
     from tqdm import tqdm
@@ -367,6 +392,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
                     "eta": None, "spacing": None, "nfe": 0, "seconds": None, "seconds_per_batch": None,
                     "samples_per_second": None, "image": str(floor_img.relative_to(out_dir)), "floor": True, **floor})
 
+    bpd = _bits_per_dim(cfg, ckpts, scorer.reference.x, device, progress) if cfg.bpd else {}
     dens: dict[str, CountNFE] = {}
     bar = tqdm(rows, desc="bench", disable=not progress)
     for row in bar:
@@ -396,7 +422,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
             "steps": row.steps, "eta": row.eta if row.sampler == "ddim" else None, "spacing": row.spacing,
             "nfe": nfe, "seconds": total / len(cfg.seeds), "seconds_per_batch": float(np.mean(secs)),
             "samples_per_second": cfg.num_samples * len(cfg.seeds) / total if total > 0 else None,
-            "image": str(img.relative_to(out_dir)), "floor": False, **_average(per_seed),
+            "image": str(img.relative_to(out_dir)), "floor": False, **_average(per_seed), **bpd.get(row.checkpoint, {}),
         })
     bar.close()
     summary = {
@@ -414,9 +440,10 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
 
 BASE_COLUMNS = ["label", "sampler", "steps", "eta", "nfe", "seconds", "samples_per_second"]
 HEADERS = {"label": "model", "nfe": "NFE", "seconds": "seconds", "samples_per_second": "samples/s",
-           "high_quality_%": "high-quality %", "class_entropy": "class entropy", "class_KL": "class KL"}
+           "high_quality_%": "high-quality %", "class_entropy": "class entropy", "class_KL": "class KL",
+           "bpd": "bits/dim"}
 METRIC_ORDER = ["modes", "high_quality_%", "SW", "FID", "FD-digits", "FD-FMNIST", "KID", "precision", "recall",
-                "density", "coverage", "class_entropy", "class_KL", "nonfinite_%"]
+                "density", "coverage", "class_entropy", "class_KL", "bpd", "nonfinite_%"]
 
 
 def _metric_columns(results: list[dict]) -> list[str]:
@@ -446,8 +473,9 @@ def _fmt(key: str, v) -> str:
 
 def _cell(r: dict, k: str) -> str:
     s = _fmt(k, r.get(k))
-    if k + "_std" in r and s != "-":
-        s += f" ± {_fmt(k, r[k + '_std'])}"
+    for spread in ("_std", "_ci95"):  # a spread over seeds, or a 95% interval (bits/dim)
+        if k + spread in r and s != "-":
+            s += f" ± {_fmt(k, r[k + spread])}"
     return s
 
 
@@ -467,7 +495,7 @@ def write_outputs(summary: dict, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     _atomic_write(out_dir / "results.json", json.dumps(summary, indent=2))
     cols = ["key"] + BASE_COLUMNS + ["spacing", "seconds_per_batch"] + summary["metrics"]
-    cols += sorted({k for r in summary["rows"] for k in r if k.endswith("_std")})
+    cols += sorted({k for r in summary["rows"] for k in r if k.endswith(("_std", "_ci95"))})
     env = summary["environment"]
     tmp = out_dir / ".results.csv.tmp"
     with open(tmp, "w", newline="") as f:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+import math
+
+from ..data import data_levels
 from ..denoiser import PredictionDenoiser, _bcast, target_for
-from ..schedules import alpha_sigma, build_schedule
+from ..schedules import alpha_sigma, build_schedule, hi_precision
 from ..networks import build_backbone
+from .vdm import BoundTerms, bits_per_dim, decoder_nll, prior_kl
 
 
 def ddpm_loss(denoiser: PredictionDenoiser, x: torch.Tensor, u: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -20,6 +24,32 @@ def ddpm_loss(denoiser: PredictionDenoiser, x: torch.Tensor, u: torch.Tensor, ep
     return (out - target_for(denoiser.prediction, x, eps, a, s)).square().flatten(1).mean(1)
 
 
+def ddpm_vlb_terms(denoiser: PredictionDenoiser, x: torch.Tensor, u: torch.Tensor, eps: torch.Tensor,
+                   eps_0: torch.Tensor, *, levels: int | None) -> BoundTerms:
+    """DDPM's variational bound (Ho et al. 2020, eq. 5) per sample, on the T-step grid t_i = i / T (T = 1000 for
+    a continuous schedule): prior KL at t_T; L_{1:T-1} = (T - 1) E_i[KL(q(z_{i-1} | z_i, x) || p(z_{i-1} | z_i))],
+    i uniform in 2..T, which with the posterior variance is 0.5 expm1(gamma_i - gamma_{i-1}) ||eps - eps_hat||^2
+    (VDM eq. 13); and the decoder -log p(x | z_1) over the data's levels, centred on the model's x0_hat(z_1)
+    with variance exp(gamma_1) (sigma_1^2 / alpha_1^2, Ho et al.'s sigma_1^2 = beta_1)."""
+    schedule = denoiser.schedule
+    T = schedule.num_timesteps or 1000
+    B = x.shape[0]
+    u = hi_precision(u.to(x.device))
+    i = (u * (T - 1)).floor().clamp(max=T - 2) + 2  # (B,) in 2..T
+    ends = torch.tensor([1.0 / T, 1.0], dtype=u.dtype, device=x.device)
+    with torch.no_grad():
+        g = schedule(torch.cat([i / T, (i - 1) / T, ends])).to(torch.float64)
+    g_t, g_s, g_first, g_1 = g[:B], g[B : 2 * B], g[2 * B], g[2 * B + 1]
+    # decoder at the first noisy level t_1 = 1 / T
+    a, s = (v.to(x.dtype) for v in (torch.sigmoid(-g_first).sqrt(), torch.sigmoid(g_first).sqrt()))
+    recon = decoder_nll(x, denoiser(a * x + s * eps_0, ends[0].to(x.dtype)), g_first, levels)
+    a_t, s_t = (_bcast(v, x) for v in (torch.sigmoid(-g_t).sqrt(), torch.sigmoid(g_t).sqrt()))
+    z = a_t * x + s_t * eps
+    eps_hat = (z - a_t * denoiser(z, i / T)) / s_t
+    diffusion = 0.5 * (T - 1) * torch.expm1(g_t - g_s) * (eps - eps_hat).square().flatten(1).sum(1)
+    return BoundTerms(prior_kl(x, g_1), recon, diffusion)
+
+
 class DDPM:
     """The DDPM family: a backbone under `PredictionDenoiser`, one optimizer phase."""
 
@@ -29,6 +59,7 @@ class DDPM:
         self.cfg = cfg
         self.schedule = build_schedule(cfg.schedule)
         self.modules = nn.ModuleDict({"net": build_backbone(cfg.model, sample_shape)})
+        self.levels, self.dims = data_levels(cfg.data), math.prod(sample_shape)
 
     def ema_names(self) -> list[str]:
         return ["net"]
@@ -39,6 +70,16 @@ class DDPM:
 
     def denoiser(self, modules: nn.ModuleDict) -> PredictionDenoiser:
         return PredictionDenoiser(modules["net"], self.schedule, self.cfg.model.prediction)
+
+    def terms(self, modules: nn.ModuleDict, x: torch.Tensor, u, eps, eps_0) -> BoundTerms:
+        """The variational bound's terms (`ddpm_vlb_terms`), in nats per sample."""
+        return ddpm_vlb_terms(self.denoiser(modules), x, u, eps, eps_0, levels=self.levels)
+
+    def bound_name(self) -> str:
+        return f"DDPM VLB, T = {self.schedule.num_timesteps or 1000}, {self.cfg.schedule.name} schedule"
+
+    def to_bpd(self, nats: torch.Tensor) -> torch.Tensor:
+        return bits_per_dim(nats, self.dims)
 
     def loss(self, phase: str, modules: nn.ModuleDict, x: torch.Tensor, rng, step: int) -> torch.Tensor:
         """Per-sample loss for one phase; the training loop reduces, backpropagates and logs."""

@@ -92,6 +92,17 @@ def decoder_nll(x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor, leve
     return (norm - own).flatten(1).sum(1)
 
 
+def prior_kl(x: torch.Tensor, gamma_1: torch.Tensor) -> torch.Tensor:
+    """KL(q(z_1 | x) || N(0, I)) per sample (B,) (VDM eq. 11): q(z_1 | x) = N(alpha_1 x, sigma_1^2 I)."""
+    a2, s2 = torch.sigmoid(-gamma_1), torch.sigmoid(gamma_1)
+    return (0.5 * (s2 + a2 * x.square() - F.logsigmoid(gamma_1) - 1)).flatten(1).sum(1)
+
+
+def bits_per_dim(nats: torch.Tensor, dims: int) -> torch.Tensor:
+    """Nats per sample -> bits per dimension."""
+    return nats / (dims * LN2)
+
+
 @dataclass
 class BoundTerms:
     """The three terms of the variational bound per sample (B,), in nats summed over dimensions."""
@@ -123,16 +134,14 @@ def vdm_terms(den: VDMDenoiser, schedule: nn.Module, x: torch.Tensor, u: torch.T
         g, dg = schedule(torch.cat([u, ends]), derivative=True, shape_grad=shape_grad)
         g_t, g_0, g_1 = g[:B], g[B], g[B + 1]
         weight = 0.5 * dg[:B]  # eq. 17
-    # prior: KL(N(alpha_1 x, sigma_1^2) || N(0, 1)) per dimension
-    a2_1, s2_1 = torch.sigmoid(-g_1), torch.sigmoid(g_1)
-    prior = 0.5 * (s2_1 + a2_1 * x.square() - F.logsigmoid(g_1) - 1)
+    prior = prior_kl(x, g_1)
     # reconstruction: z_0 / alpha_0 = x + exp(gamma_0 / 2) eps_0
     recon = decoder_nll(x, x + torch.exp(0.5 * g_0).to(x.dtype) * eps_0, g_0, levels)
     # diffusion: z_t = alpha_t x + sigma_t eps, the network sees z_t and the normalised gamma_t
     a_t, s_t = (_bcast(v, x) for v in (torch.sigmoid(-g_t).sqrt(), torch.sigmoid(g_t).sqrt()))
     eps_hat = den.net(a_t * x + s_t * eps, den.cond(g_t))
     mse = (eps - eps_hat).square().flatten(1).sum(1)
-    return BoundTerms(prior.flatten(1).sum(1), recon, weight * mse)
+    return BoundTerms(prior, recon, weight * mse)
 
 
 def stratified(u0: torch.Tensor, n: int) -> torch.Tensor:
@@ -186,9 +195,12 @@ class VDM:
     def denoiser(self, modules: nn.ModuleDict) -> VDMDenoiser:
         return VDMDenoiser(modules["net"], modules["schedule"], self.cfg.vdm.cond_gamma_min, self.cfg.vdm.cond_gamma_max)
 
+    def bound_name(self) -> str:
+        T = self.cfg.vdm.timesteps
+        return f"VDM bound, {'continuous time' if not T else f'T = {T}'}, {self.cfg.schedule.name} schedule"
+
     def to_bpd(self, nats: torch.Tensor) -> torch.Tensor:
-        """Nats per sample -> bits per dimension."""
-        return nats / (self.dims * LN2)
+        return bits_per_dim(nats, self.dims)
 
     def terms(self, modules: nn.ModuleDict, x: torch.Tensor, u, eps, eps_0, shape_grad=None) -> BoundTerms:
         return vdm_terms(self.denoiser(modules), modules["schedule"], x, u, eps, eps_0, levels=self.levels,
