@@ -80,7 +80,7 @@ def _draws(n, seed=0):
 
 
 def test_continuous_loss_depends_on_the_schedule_only_through_its_endpoints():
-    """VDM eq. 18: with the network conditioned on gamma, L_inf = 0.5 int_{gamma_0}^{gamma_1} E||eps - eps_hat||^2
+    """VDM's invariance: with the network conditioned on gamma, L_inf = 0.5 int_{gamma_0}^{gamma_1} E||eps - eps_hat||^2
     dgamma, so a bent schedule with the same endpoints has the same expectation (within 4 standard errors of
     the difference of two independent Monte-Carlo means) and a schedule with another gamma_0 does not."""
     n = 60_000
@@ -96,7 +96,7 @@ def test_continuous_loss_depends_on_the_schedule_only_through_its_endpoints():
 
 
 def test_discrete_loss_tends_to_the_continuous_one():
-    """L_T -> L_inf as T grows (VDM sec. 4.1): on common draws the mean gap shrinks like 1/T, and at T = 1000
+    """L_T -> L_inf as T grows : on common draws the mean gap shrinks like 1/T, and at T = 1000
     it is below 2% of the loss (this random network's loss is far from optimal, so its gap is large)."""
     n = 60_000
     x, u, eps = _draws(n, 1)
@@ -170,7 +170,7 @@ def test_gaussian_bits_per_dim_match_the_closed_form(s, g0, g1):
 
 
 def test_shape_gradient_is_that_of_the_squared_diffusion_loss():
-    """VDM appendix I.2 in one backward pass: with shape_loss variance the shape parameters get the gradient
+    """VDM's variance minimisation in one backward pass: with shape_loss variance the shape parameters get the gradient
     of mean(L_diff^2) (L in bits/dim), the endpoints and the network that of the bound mean(L)."""
     cfg = load_config(None, ["family=vdm", "schedule.name=learned", "schedule.hidden=16", "vdm.fourier=false",
                              "model.hidden=16", "model.depth=1"])

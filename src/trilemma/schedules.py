@@ -51,7 +51,7 @@ class Schedule(nn.Module):
 
     def forward(self, t: torch.Tensor, derivative: bool = False, shape_grad=None):
         """gamma(t); with `derivative`, the pair (gamma(t), gamma'(t)), gamma' by autograd with a graph
-        (VDM eq. 17 needs it inside the loss). `shape_grad` is for schedules with a learned shape
+        (VDM's continuous-time loss needs it inside the loss). `shape_grad` is for schedules with a learned shape
         (`LearnedGamma`); fixed schedules ignore it."""
         if not derivative:
             return self.gamma(t)
@@ -239,7 +239,7 @@ class GradScale:
 
 
 class LearnedGamma(Schedule):
-    """VDM's learned schedule (Kingma et al. 2021, sec. 3.4 and appendix): gamma(t) = gamma_0 + (gamma_1 -
+    """VDM's learned schedule (Kingma et al. 2021): gamma(t) = gamma_0 + (gamma_1 -
     gamma_0) * (h(t) - h(0)) / (h(1) - h(0)), with h a monotone MLP (non-negative weights) and the endpoints
     gamma_0 < gamma_1 learned. Written as gamma_0 (1 - s) + gamma_1 s, s the normalised shape, so
     gamma(0) = gamma_0 and gamma(1) = gamma_1 exactly in floating point.
@@ -288,7 +288,7 @@ class LearnedGamma(Schedule):
     def forward(self, t: torch.Tensor, derivative: bool = False, shape_grad: GradScale | None = None):
         """gamma(t), or (gamma(t), gamma'(t)) with `derivative`. With a `shape_grad` the gradient that reaches
         the shape network through s(t) and s'(t) is multiplied per sample by shape_grad.value, and the
-        endpoints' is not: VDM's variance minimisation (appendix I.2), where weight 2 L_i turns the shape's
+        endpoints' is not: VDM's variance minimisation, where weight 2 L_i turns the shape's
         gradient of the loss into that of E[L^2]."""
         if not derivative:
             return self.gamma(t)

@@ -29,7 +29,7 @@ def ddpm_vlb_terms(denoiser: PredictionDenoiser, x: torch.Tensor, u: torch.Tenso
     """DDPM's variational bound (Ho et al. 2020, eq. 5) per sample, on the T-step grid t_i = i / T (T = 1000 for
     a continuous schedule): prior KL at t_T; L_{1:T-1} = (T - 1) E_i[KL(q(z_{i-1} | z_i, x) || p(z_{i-1} | z_i))],
     i uniform in 2..T, which with the posterior variance is 0.5 expm1(gamma_i - gamma_{i-1}) ||eps - eps_hat||^2
-    (VDM eq. 13); and the decoder -log p(x | z_1) over the data's levels, centred on the model's x0_hat(z_1)
+    (VDM's L_T); and the decoder -log p(x | z_1) over the data's levels, centred on the model's x0_hat(z_1)
     with variance exp(gamma_1) (sigma_1^2 / alpha_1^2, Ho et al.'s sigma_1^2 = beta_1)."""
     schedule = denoiser.schedule
     T = schedule.num_timesteps or 1000

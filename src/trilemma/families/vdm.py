@@ -4,14 +4,14 @@ A VDM is a schedule module (fixed linear-gamma, or learned: `schedules.LearnedGa
 conditioned on the normalised gamma(t) and seeing Fourier features of z (`networks.build_vdm_net`), and
 one loss: the variational bound in bits/dim,
 
-    -log p(x) <= KL(q(z_1 | x) || N(0, I))          prior       (eq. 11)
-               + E_q(z_0|x)[-log p(x | z_0)]          reconstruction, a discretised decoder (eq. 8-9)
-               + L_T or L_inf                         diffusion   (eq. 13 discrete, eq. 17 continuous)
+    -log p(x) <= KL(q(z_1 | x) || N(0, I))          prior loss
+               + E_q(z_0|x)[-log p(x | z_0)]          reconstruction loss, a discretised decoder
+               + L_T or L_inf                         diffusion loss (discrete or continuous time)
 
 with L_inf = 0.5 E_t[gamma'(t) ||eps - eps_hat(z_t; t)||^2] (gamma' by autograd) and
 L_T = 0.5 T E_i[expm1(gamma(t_i) - gamma(t_{i-1})) ||eps - eps_hat||^2]. Sampling is the core's samplers
 on `VDMDenoiser`: ancestral p(z_s | z_t) = q(z_s | z_t, x = x_hat) is `samplers.sample_ancestral` on any
-grid (VDM eq. 32-33 and appendix A.4), DDIM and DPM-Solver++ go through the same denoiser contract.
+grid, DDIM and DPM-Solver++ go through the same denoiser contract.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def level_grid(levels: int, device=None, dtype=torch.float32) -> torch.Tensor:
 
 
 def decoder_logits(mean: torch.Tensor, log_var: torch.Tensor, levels: int) -> torch.Tensor:
-    """Logits (..., levels) of VDM's factorised decoder p(x | z_0) (eq. 8-9 and appendix): the Gaussian
+    """Logits (..., levels) of VDM's factorised decoder p(x | z_0): the Gaussian
     q(z_0 | x) read as a likelihood over the data's levels, logit_k = -(mean - x_k)^2 / (2 exp(log_var)),
     with mean = z_0 / alpha_0 and log_var = gamma_0 (the variance of z_0 / alpha_0 around x)."""
     grid = level_grid(levels, mean.device, mean.dtype)
@@ -93,7 +93,7 @@ def decoder_nll(x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor, leve
 
 
 def prior_kl(x: torch.Tensor, gamma_1: torch.Tensor) -> torch.Tensor:
-    """KL(q(z_1 | x) || N(0, I)) per sample (B,) (VDM eq. 11): q(z_1 | x) = N(alpha_1 x, sigma_1^2 I)."""
+    """KL(q(z_1 | x) || N(0, I)) per sample (B,), VDM's prior loss: q(z_1 | x) = N(alpha_1 x, sigma_1^2 I)."""
     a2, s2 = torch.sigmoid(-gamma_1), torch.sigmoid(gamma_1)
     return (0.5 * (s2 + a2 * x.square() - F.logsigmoid(gamma_1) - 1)).flatten(1).sum(1)
 
@@ -118,7 +118,7 @@ class BoundTerms:
 def vdm_terms(den: VDMDenoiser, schedule: nn.Module, x: torch.Tensor, u: torch.Tensor, eps: torch.Tensor,
               eps_0: torch.Tensor, *, levels: int | None, timesteps: int = 0,
               shape_grad: GradScale | None = None) -> BoundTerms:
-    """The VDM bound's terms (eq. 11, 8-9, 13 / 17) for data x (B, ...), with time draws u (B,) in [0, 1),
+    """The VDM bound's terms (prior, reconstruction, diffusion) for data x (B, ...), with time draws u (B,) in [0, 1),
     forward noise eps at t and eps_0 at t = 0. `schedule` is called exactly once (one forward of a
     DDP-wrapped module); `den` supplies the network and its conditioning. With `shape_grad`, its value
     must be set to the per-sample weights (length B + 2) before backward (see `LearnedGamma.forward`)."""
@@ -129,11 +129,11 @@ def vdm_terms(den: VDMDenoiser, schedule: nn.Module, x: torch.Tensor, u: torch.T
         t = ((u * timesteps).floor().clamp(max=timesteps - 1) + 1) / timesteps
         g = schedule(torch.cat([t, t - 1.0 / timesteps, ends]))
         g_t, g_s, g_0, g_1 = g[:B], g[B : 2 * B], g[2 * B], g[2 * B + 1]
-        weight = 0.5 * timesteps * torch.expm1(g_t - g_s)  # (SNR(s) - SNR(t)) / SNR(t), eq. 13 in eps form
+        weight = 0.5 * timesteps * torch.expm1(g_t - g_s)  # (SNR(s) - SNR(t)) / SNR(t): L_T in eps form
     else:
         g, dg = schedule(torch.cat([u, ends]), derivative=True, shape_grad=shape_grad)
         g_t, g_0, g_1 = g[:B], g[B], g[B + 1]
-        weight = 0.5 * dg[:B]  # eq. 17
+        weight = 0.5 * dg[:B]  # L_inf
     prior = prior_kl(x, g_1)
     # reconstruction: z_0 / alpha_0 = x + exp(gamma_0 / 2) eps_0
     recon = decoder_nll(x, x + torch.exp(0.5 * g_0).to(x.dtype) * eps_0, g_0, levels)
@@ -146,7 +146,7 @@ def vdm_terms(den: VDMDenoiser, schedule: nn.Module, x: torch.Tensor, u: torch.T
 
 def stratified(u0: torch.Tensor, n: int) -> torch.Tensor:
     """n low-discrepancy uniforms (u0 + i / n) mod 1 from one uniform u0: VDM's antithetic time sampling
-    (appendix: it lowers the variance of the batch estimate of the diffusion loss)."""
+    (it lowers the variance of the batch estimate of the diffusion loss)."""
     return (u0 + torch.arange(n, dtype=torch.float64) / n) % 1.0
 
 
@@ -208,7 +208,7 @@ class VDM:
 
     def loss(self, phase: str, modules: nn.ModuleDict, x: torch.Tensor, rng, step: int) -> torch.Tensor:
         """Per-sample bound in bits/dim. With a learned schedule and shape_loss variance, the shape's gradient
-        is that of the squared diffusion term (VDM appendix I.2), while the network and the endpoints follow
+        is that of the squared diffusion term (VDM's variance minimisation), while the network and the endpoints follow
         the bound."""
         B = x.shape[0]
         u = rng.stratified(B) if self.cfg.vdm.antithetic else rng.rand(B)

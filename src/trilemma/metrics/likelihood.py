@@ -5,7 +5,7 @@ A model family supplies `terms_fn(x, u, eps, eps_0) -> BoundTerms` (nats per sam
 gets `draws` independent draws of (t, eps, eps_0). The reported mean is over all images and draws; its 95%
 interval is 1.96 times the standard error of the per-image means (the spread of the data and of the draws
 together); with two or more draws the within-image variance is the Monte-Carlo variance of the estimator
-alone, the quantity a learned schedule shape lowers (Kingma et al. 2021, sec. 5.2).
+alone, the quantity a learned schedule shape lowers (Kingma et al. 2021).
 """
 
 from __future__ import annotations
