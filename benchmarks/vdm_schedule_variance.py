@@ -38,6 +38,9 @@ def main() -> None:
     learned = fam.modules["schedule"]
     if not isinstance(learned, LearnedGamma):
         raise SystemExit(f"{args.ckpt}: trained with schedule {ck.cfg.schedule.name!r}, not learned")
+    if ck.cfg.vdm.timesteps:
+        raise SystemExit(f"{args.ckpt}: trained on the discrete-time bound (vdm.timesteps = {ck.cfg.vdm.timesteps}), "
+                         "whose expectation depends on the schedule's shape; this comparison needs the continuous one")
     g0, g1 = (v.item() for v in learned.endpoints())
     x = load_dataset(ck.cfg.data, "test").x[: args.n]
     print(f"{args.ckpt} (step {ck.meta['step']}): gamma_0 = {g0:.4f}, gamma_1 = {g1:.4f}; {len(x)} test images x "

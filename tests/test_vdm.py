@@ -121,6 +121,12 @@ def test_decoder_is_a_distribution_over_the_levels(levels, log_var):
     k = ((x + 1) * (levels - 1) / 2).round().long()
     full = -probs.log().gather(-1, k[..., None]).squeeze(-1).flatten(1).sum(1)
     torch.testing.assert_close(decoder_nll(x, mean, torch.tensor(log_var, dtype=torch.float64), levels), full, rtol=1e-9, atol=1e-9)
+    # a mean far outside [-1, 1] (a model's x0_hat can be) still gets a finite NLL, the full softmax's
+    far = mean + torch.where(x > 0, 40.0, -40.0) * 2 / (levels - 1)
+    full_far = -torch.log_softmax(decoder_logits(far, torch.tensor(log_var, dtype=torch.float64), levels), -1)
+    full_far = full_far.gather(-1, k[..., None]).squeeze(-1).flatten(1).sum(1)
+    torch.testing.assert_close(decoder_nll(x, far, torch.tensor(log_var, dtype=torch.float64), levels), full_far,
+                               rtol=1e-9, atol=1e-9)
 
 
 class GaussianEps(nn.Module):
@@ -199,9 +205,14 @@ def test_stratified_times_cover_the_unit_interval_once():
     torch.testing.assert_close(torch.sort(u).values.diff(), torch.full((7,), 1 / 8, dtype=torch.float64))
 
 
+def test_ddpm_refuses_a_schedule_it_would_not_train():
+    with pytest.raises(TrilemmaError, match="learned schedule needs family: vdm"):
+        build_family(load_config(None, ["family=ddpm", "schedule.name=learned"]), (2,))
+
+
 @pytest.mark.parametrize("overrides,fragment", [
     (["schedule.name=linear-beta"], "continuous-time schedule"),
-    (["schedule.name=cosine"], "finite gamma"),
+    (["schedule.name=cosine"], "needs both finite"),
     (["vdm.timesteps=10"], "shape_loss: bound"),
     (["vdm.shape_loss=elbo"], "vdm.shape_loss"),
     (["vdm.fourier_min=9", "vdm.fourier_max=8"], "vdm.fourier_max"),

@@ -35,9 +35,16 @@ __all__ = [
 ]
 
 
-def hi_precision(t: torch.Tensor) -> torch.Tensor:
-    """t in float64 for schedule math (MPS has no float64: float32 there)."""
-    return t.to(torch.float32 if t.device.type == "mps" else torch.float64)
+def hi_dtype(device) -> torch.dtype:
+    """float64 for schedule math, float32 on MPS (which has no float64)."""
+    return torch.float32 if torch.device(device).type == "mps" else torch.float64
+
+
+def hi_precision(t: torch.Tensor, device=None) -> torch.Tensor:
+    """t in float64 for schedule math (MPS has no float64: float32 there), moved to `device` if given
+    (the dtype is chosen for the target device before the move)."""
+    device = t.device if device is None else torch.device(device)
+    return t.to(dtype=hi_dtype(device)).to(device)
 
 
 class Schedule(nn.Module):
@@ -244,7 +251,7 @@ class LearnedGamma(Schedule):
     gamma_0 < gamma_1 learned. Written as gamma_0 (1 - s) + gamma_1 s, s the normalised shape, so
     gamma(0) = gamma_0 and gamma(1) = gamma_1 exactly in floating point.
 
-    h(t) = l1(t) + l3(phi(l2(t))) / hidden with phi(u) = 2 sigmoid(u) - 1: l1 linear (1 -> 1), l2 (1 -> hidden),
+    h(t) = l1(t) + l3(phi(l2(2 t - 1))) / hidden with phi(u) = 2 sigmoid(u) - 1: l1 linear (1 -> 1), l2 (1 -> hidden),
     l3 (hidden -> 1), every weight passed through abs so h is non-decreasing (the official noise network's
     layout). gamma_1 = gamma_0 + softplus(width) keeps the endpoints ordered whatever the optimiser does.
     """
@@ -263,24 +270,26 @@ class LearnedGamma(Schedule):
         self.hidden = hidden
 
     def endpoints(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(gamma_0, gamma_1) as float64 tensors that carry gradients."""
-        g0 = self.gamma_0.double()
-        return g0, g0 + nn.functional.softplus(self.width.double())
+        """(gamma_0, gamma_1) as float64 tensors (float32 on MPS) that carry gradients."""
+        dt = hi_dtype(self.gamma_0.device)
+        g0 = self.gamma_0.to(dt)
+        return g0, g0 + nn.functional.softplus(self.width.to(dt))
 
     def _h(self, t: torch.Tensor) -> torch.Tensor:
-        """The unnormalised monotone network, t (B,) float64 -> (B,)."""
-        h1 = self.l1_w.double().abs() * t + self.l1_b.double()
-        u = (2 * t - 1)[:, None] * self.l2_w.double().abs() + self.l2_b.double()  # (B, hidden)
-        return h1 + (2 * torch.sigmoid(u) - 1) @ self.l3_w.double().abs() / self.hidden
+        """The unnormalised monotone network, t (B,) float64 -> (B,), computed in t's dtype."""
+        w = lambda p: p.to(t.dtype)  # noqa: E731
+        h1 = w(self.l1_w).abs() * t + w(self.l1_b)
+        u = (2 * t - 1)[:, None] * w(self.l2_w).abs() + w(self.l2_b)  # (B, hidden)
+        return h1 + (2 * torch.sigmoid(u) - 1) @ w(self.l3_w).abs() / self.hidden
 
     def shape(self, t: torch.Tensor) -> torch.Tensor:
         """The normalised shape s(t) = (h(t) - h(0)) / (h(1) - h(0)): 0 at t = 0, 1 at t = 1, non-decreasing."""
-        ends = self._h(torch.tensor([0.0, 1.0], dtype=torch.float64, device=t.device))
+        ends = self._h(torch.tensor([0.0, 1.0], dtype=t.dtype, device=t.device))
         return (self._h(t.reshape(-1)).reshape(t.shape) - ends[0]) / (ends[1] - ends[0])
 
     def gamma(self, t):
         t = torch.as_tensor(t, device=self.gamma_0.device)
-        s = self.shape(hi_precision(t))
+        s = self.shape(hi_precision(t))  # float64, float32 on MPS
         g0, g1 = self.endpoints()
         g = g0 * (1 - s) + g1 * s
         return g.to(t.dtype if t.is_floating_point() else torch.float32)

@@ -54,7 +54,10 @@ class ShardedRNG:
         shared draw u (`families.vdm.stratified`): float64."""
         from .families.vdm import stratified
 
-        return self._slice(stratified(torch.rand(1, generator=self.gen, dtype=torch.float64), n * self.world_size), n)
+        from .schedules import hi_dtype
+
+        u = stratified(torch.rand(1, generator=self.gen, dtype=torch.float64), n * self.world_size)
+        return self._slice(u.to(hi_dtype(self.device or "cpu")), n)  # float32 on MPS
 
 
 class EMA:

@@ -8,6 +8,7 @@ from torch import nn
 import math
 
 from ..data import data_levels
+from ..errors import TrilemmaError
 from ..denoiser import PredictionDenoiser, _bcast, target_for
 from ..schedules import alpha_sigma, build_schedule, hi_precision
 from ..networks import build_backbone
@@ -30,11 +31,11 @@ def ddpm_vlb_terms(denoiser: PredictionDenoiser, x: torch.Tensor, u: torch.Tenso
     a continuous schedule): prior KL at t_T; L_{1:T-1} = (T - 1) E_i[KL(q(z_{i-1} | z_i, x) || p(z_{i-1} | z_i))],
     i uniform in 2..T, which with the posterior variance is 0.5 expm1(gamma_i - gamma_{i-1}) ||eps - eps_hat||^2
     (VDM's L_T); and the decoder -log p(x | z_1) over the data's levels, centred on the model's x0_hat(z_1)
-    with variance exp(gamma_1) (sigma_1^2 / alpha_1^2, Ho et al.'s sigma_1^2 = beta_1)."""
+    with variance exp(gamma_1) = sigma_1^2 / alpha_1^2 = beta_1 / (1 - beta_1) (close to Ho et al.'s beta_1)."""
     schedule = denoiser.schedule
     T = schedule.num_timesteps or 1000
     B = x.shape[0]
-    u = hi_precision(u.to(x.device))
+    u = hi_precision(u, x.device)
     i = (u * (T - 1)).floor().clamp(max=T - 2) + 2  # (B,) in 2..T
     ends = torch.tensor([1.0 / T, 1.0], dtype=u.dtype, device=x.device)
     with torch.no_grad():
@@ -42,7 +43,7 @@ def ddpm_vlb_terms(denoiser: PredictionDenoiser, x: torch.Tensor, u: torch.Tenso
     g_t, g_s, g_first, g_1 = g[:B], g[B : 2 * B], g[2 * B], g[2 * B + 1]
     # decoder at the first noisy level t_1 = 1 / T
     a, s = (v.to(x.dtype) for v in (torch.sigmoid(-g_first).sqrt(), torch.sigmoid(g_first).sqrt()))
-    recon = decoder_nll(x, denoiser(a * x + s * eps_0, ends[0].to(x.dtype)), g_first, levels)
+    recon = decoder_nll(x, denoiser(a * x + s * eps_0, ends[0]), g_first, levels)
     a_t, s_t = (_bcast(v, x) for v in (torch.sigmoid(-g_t).sqrt(), torch.sigmoid(g_t).sqrt()))
     z = a_t * x + s_t * eps
     eps_hat = (z - a_t * denoiser(z, i / T)) / s_t
@@ -58,6 +59,9 @@ class DDPM:
     def __init__(self, cfg, sample_shape: tuple[int, ...]):
         self.cfg = cfg
         self.schedule = build_schedule(cfg.schedule)
+        if any(True for _ in self.schedule.parameters()):
+            raise TrilemmaError(f"schedule.name: {cfg.schedule.name!r} has parameters, which the ddpm family does not "
+                                "train or save; a learned schedule needs family: vdm")
         self.modules = nn.ModuleDict({"net": build_backbone(cfg.model, sample_shape)})
         self.levels, self.dims = data_levels(cfg.data), math.prod(sample_shape)
 

@@ -77,13 +77,14 @@ def decoder_nll(x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor, leve
     k = ((x + 1) / half).round().long().clamp(0, levels - 1)  # the level index of each value
     # Only levels within a few decoder standard deviations of the mean carry weight: the log-normaliser over
     # a window of +-(12 std + 1 spacing) levels around it equals the full one to within exp(-70) (and costs
-    # 5 levels instead of 256 at gamma_0 = -13.3).
+    # 7 levels instead of 256 at gamma_0 = -13.3). A mean outside [-1, 1] (a model's x0_hat) gets the window
+    # at the nearest end, whose levels are the nearest to it.
     reach = math.ceil(12 * math.exp(0.5 * log_var.max().item()) / half) + 1
     lv = log_var if log_var.ndim == 0 else log_var.reshape(-1, *([1] * x.ndim))  # (B, 1, ..., 1) over (B, ..., levels)
     if 2 * reach + 1 >= levels:
         logp = F.log_softmax(decoder_logits(mean, lv, levels), dim=-1)  # (B, ..., levels)
         return -logp.gather(-1, k[..., None]).squeeze(-1).flatten(1).sum(1)
-    centre = ((mean.detach() + 1) / half).round().long()  # (B, ...): the level nearest the mean
+    centre = ((mean.detach() + 1) / half).round().long().clamp(reach, levels - 1 - reach)  # (B, ...)
     idx = centre[..., None] + torch.arange(-reach, reach + 1, device=x.device)  # (B, ..., window)
     inside = (idx >= 0) & (idx < levels)
     logits = -0.5 * (mean[..., None] - (idx.to(mean.dtype) * half - 1)).square() * torch.exp(-lv)
@@ -123,7 +124,7 @@ def vdm_terms(den: VDMDenoiser, schedule: nn.Module, x: torch.Tensor, u: torch.T
     DDP-wrapped module); `den` supplies the network and its conditioning. With `shape_grad`, its value
     must be set to the per-sample weights (length B + 2) before backward (see `LearnedGamma.forward`)."""
     B, dev = x.shape[0], x.device
-    u = hi_precision(u.to(dev))
+    u = hi_precision(u, dev)
     ends = torch.tensor([0.0, 1.0], dtype=u.dtype, device=dev)
     if timesteps:  # t_i = i / T, i = 1..T, and s = t_{i-1}
         t = ((u * timesteps).floor().clamp(max=timesteps - 1) + 1) / timesteps
@@ -171,8 +172,8 @@ class VDM:
         with torch.no_grad():
             g01 = schedule(torch.tensor([0.0, 1.0], dtype=torch.float64))
         if not torch.isfinite(g01).all():
-            raise TrilemmaError(f"schedule.name: {cfg.schedule.name!r} has gamma(0) = {g01[0].item()}; the VDM bound "
-                                "needs a finite gamma at t = 0 (use linear-gamma or learned)")
+            raise TrilemmaError(f"schedule.name: {cfg.schedule.name!r} has gamma(0), gamma(1) = {g01.tolist()}; the VDM "
+                                "bound needs both finite (use linear-gamma or learned)")
         self.learned = isinstance(schedule, LearnedGamma)
         if self.learned and v.shape_loss == "variance" and v.timesteps:
             raise TrilemmaError("vdm.shape_loss: variance applies to the continuous loss, where the bound does not "
