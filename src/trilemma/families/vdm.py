@@ -47,7 +47,9 @@ class VDMDenoiser(PredictionDenoiser):
         return (1000.0 * (gamma - self.cond_min) / (self.cond_max - self.cond_min)).to(torch.float32)
 
     def net_time(self, t: torch.Tensor) -> torch.Tensor:
-        return self.cond(self.schedule(t))
+        # a sampler's batch shares one time: a learned schedule's network runs once per distinct time
+        times, where = torch.unique(t, return_inverse=True)
+        return self.cond(self.schedule(times))[where]
 
 
 def level_grid(levels: int, device=None, dtype=torch.float32) -> torch.Tensor:
