@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from .schedules import Schedule, posterior
+from .schedules import Schedule, alpha_sigma_of, posterior
 
 __all__ = [
     "sample_ancestral",
@@ -47,7 +47,8 @@ def _levels(schedule: Schedule, ts) -> tuple[list[float], list[float], list[floa
     ts = torch.as_tensor(ts, dtype=torch.float64)
     with torch.no_grad():
         g = schedule(ts).double().cpu()
-    return torch.sigmoid(-g).sqrt().tolist(), torch.sigmoid(g).sqrt().tolist(), g.tolist()
+    a, s = alpha_sigma_of(g)
+    return a.tolist(), s.tolist(), g.tolist()
 
 
 def _times(ts) -> list[float]:

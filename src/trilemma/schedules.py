@@ -28,6 +28,7 @@ __all__ = [
     "ScheduleConfig",
     "build_schedule",
     "alpha_sigma",
+    "alpha_sigma_of",
     "posterior",
     "transition",
     "time_grid",
@@ -91,8 +92,12 @@ def gamma_and_derivative(fn, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 def alpha_sigma(schedule: Schedule, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """alpha_t = sqrt(sigmoid(-gamma)), sigma_t = sqrt(sigmoid(gamma)) (VDM eq. 3)."""
-    g = schedule(t)
-    return torch.sigmoid(-g).sqrt(), torch.sigmoid(g).sqrt()
+    return alpha_sigma_of(schedule(t))
+
+
+def alpha_sigma_of(gamma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha, sigma) from log-SNR values gamma already computed (differentiable in gamma)."""
+    return torch.sigmoid(-gamma).sqrt(), torch.sigmoid(gamma).sqrt()
 
 
 def transition(schedule: Schedule, t: torch.Tensor, s: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -51,13 +51,12 @@ class ShardedRNG:
 
     def stratified(self, n: int) -> torch.Tensor:
         """n of the global batch's low-discrepancy uniforms (u + i / N) mod 1, i < N = n * world_size, from one
-        shared draw u (`families.vdm.stratified`): float64."""
+        shared draw u (`families.vdm.stratified`): float64 (float32 on MPS)."""
         from .families.vdm import stratified
-
         from .schedules import hi_dtype
 
         u = stratified(torch.rand(1, generator=self.gen, dtype=torch.float64), n * self.world_size)
-        return self._slice(u.to(hi_dtype(self.device or "cpu")), n)  # float32 on MPS
+        return self._slice(u.to(hi_dtype(self.device or "cpu")), n)
 
 
 class EMA:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
-
-import math
 
 from ..data import data_levels
 from ..errors import TrilemmaError
 from ..denoiser import PredictionDenoiser, _bcast, target_for
-from ..schedules import alpha_sigma, build_schedule, hi_precision
+from ..schedules import alpha_sigma, alpha_sigma_of, build_schedule, hi_precision
 from ..networks import build_backbone
 from .vdm import BoundTerms, bits_per_dim, decoder_nll, prior_kl
 
@@ -42,9 +42,9 @@ def ddpm_vlb_terms(denoiser: PredictionDenoiser, x: torch.Tensor, u: torch.Tenso
         g = schedule(torch.cat([i / T, (i - 1) / T, ends])).to(torch.float64)
     g_t, g_s, g_first, g_1 = g[:B], g[B : 2 * B], g[2 * B], g[2 * B + 1]
     # decoder at the first noisy level t_1 = 1 / T
-    a, s = (v.to(x.dtype) for v in (torch.sigmoid(-g_first).sqrt(), torch.sigmoid(g_first).sqrt()))
+    a, s = (_bcast(v, x) for v in alpha_sigma_of(g_first))
     recon = decoder_nll(x, denoiser(a * x + s * eps_0, ends[0]), g_first, levels)
-    a_t, s_t = (_bcast(v, x) for v in (torch.sigmoid(-g_t).sqrt(), torch.sigmoid(g_t).sqrt()))
+    a_t, s_t = (_bcast(v, x) for v in alpha_sigma_of(g_t))
     z = a_t * x + s_t * eps
     eps_hat = (z - a_t * denoiser(z, i / T)) / s_t
     diffusion = 0.5 * (T - 1) * torch.expm1(g_t - g_s) * (eps - eps_hat).square().flatten(1).sum(1)

@@ -27,7 +27,7 @@ from ..data import data_levels
 from ..denoiser import PredictionDenoiser, _bcast
 from ..errors import TrilemmaError
 from ..networks import build_vdm_net
-from ..schedules import GradScale, LearnedGamma, build_schedule, hi_precision
+from ..schedules import GradScale, LearnedGamma, alpha_sigma_of, build_schedule, hi_precision
 
 LN2 = math.log(2.0)
 SHAPE_LOSSES = ("variance", "bound")
@@ -141,7 +141,7 @@ def vdm_terms(den: VDMDenoiser, schedule: nn.Module, x: torch.Tensor, u: torch.T
     # reconstruction: z_0 / alpha_0 = x + exp(gamma_0 / 2) eps_0
     recon = decoder_nll(x, x + torch.exp(0.5 * g_0).to(x.dtype) * eps_0, g_0, levels)
     # diffusion: z_t = alpha_t x + sigma_t eps, the network sees z_t and the normalised gamma_t
-    a_t, s_t = (_bcast(v, x) for v in (torch.sigmoid(-g_t).sqrt(), torch.sigmoid(g_t).sqrt()))
+    a_t, s_t = (_bcast(v, x) for v in alpha_sigma_of(g_t))
     eps_hat = den.net(a_t * x + s_t * eps, den.cond(g_t))
     mse = (eps - eps_hat).square().flatten(1).sum(1)
     return BoundTerms(prior, recon, weight * mse)
