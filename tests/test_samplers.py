@@ -20,6 +20,7 @@ from trilemma.samplers import (
     sample_ddim,
     sample_ddim_inverse,
     sample_dpmpp_2m,
+    sample_langevin,
     slerp,
 )
 from trilemma.schedules import Cosine, LinearBeta, Schedule, alpha_sigma, time_grid
@@ -49,6 +50,7 @@ SAMPLERS = {
     "ddim0": lambda d, x, ts, g: sample_ddim(d, d.schedule, x, ts, eta=0.0, generator=g),
     "ddim1": lambda d, x, ts, g: sample_ddim(d, d.schedule, x, ts, eta=1.0, generator=g),
     "dpmpp": lambda d, x, ts, g: sample_dpmpp_2m(d, d.schedule, x, ts, generator=g),
+    "langevin": lambda d, x, ts, g: sample_langevin(d, d.schedule, x, ts, denoise=False, generator=g),
 }
 
 
@@ -73,7 +75,7 @@ def test_sampler_contract(mlp_denoiser, name, steps):
     assert den.nfe == steps
     sample_ddim(mlp_denoiser, mlp_denoiser.schedule, x_T, ts, callback=seen.append)
     assert [d["i"] for d in seen] == list(range(steps)) and seen[-1]["x"].shape == x_T.shape
-    if name in ("ancestral", "ddim1") and steps > 1:
+    if name in ("ancestral", "ddim1", "langevin") and steps > 1:
         out3 = SAMPLERS[name](mlp_denoiser, x_T.clone(), ts, torch.Generator().manual_seed(4))
         assert not torch.equal(out1, out3), "stochastic samplers depend on the generator"
 

@@ -116,12 +116,33 @@ def test_two_processes_equal_one_process_on_the_doubled_batch(tmp_path, base):
             assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), f"{k}: max diff {(a[k] - b[k]).abs().max():.2e}"
 
 
-@pytest.mark.parametrize("preset", sorted(Path(__file__).parent.parent.glob("configs/*.yaml")), ids=lambda p: p.stem)
-def test_every_preset_loads_and_builds(preset):
-    """The shipped presets stay valid as the config schema grows: they load and their family builds."""
+PRESETS = Path(__file__).parent.parent / "configs"
+
+
+@pytest.fixture(scope="module")
+def fmnist_ae(tmp_path_factory) -> Path:
+    """An untrained checkpoint of the fmnist-ae preset, for the latent presets to build on."""
+    from trilemma.checkpoint import save_checkpoint
+    from trilemma.families import build_family
+
+    cfg = load_config(PRESETS / "fmnist-ae.yaml")
+    fam = build_family(cfg, (1, 28, 28))
+    path = tmp_path_factory.mktemp("ae") / "checkpoint"
+    state = {f"ae.{k}": v for k, v in fam.modules["ae"].state_dict().items()}
+    return save_checkpoint(path, cfg=cfg, sample_shape=(1, 28, 28), step=0, ema_state=state)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_preset_loads_and_builds(preset, fmnist_ae):
+    """The shipped presets stay valid as the config schema grows: they load and their family builds
+    (a latent preset on an untrained checkpoint of the fmnist-ae preset)."""
     from trilemma.families import build_family
 
     cfg = load_config(preset)
+    if cfg.latent.autoencoder:
+        cfg = load_config(preset, [f"latent.autoencoder={fmnist_ae}"])
     shape = {"toy2d": (2,), "digits": (1, 8, 8)}.get(cfg.data.name, (1, 32, 32) if cfg.data.pad32 else (1, 28, 28))
     fam = build_family(cfg, shape)
+    if cfg.latent.autoencoder:
+        assert fam.sample_shape == (4, 8, 8)
     assert sum(p.numel() for p in fam.modules.parameters()) > 0

@@ -13,6 +13,7 @@ from .samplers import (
     sample_ddim,
     sample_ddim_inverse,
     sample_dpmpp_2m,
+    sample_langevin,
     slerp,
 )
 from .schedules import VPSDE, Cosine, LinearBeta, LinearGamma, alpha_sigma, posterior, time_grid
@@ -34,6 +35,7 @@ __all__ = [
     "sample_ddim",
     "sample_ddim_inverse",
     "sample_dpmpp_2m",
+    "sample_langevin",
     "slerp",
     "time_grid",
 ]

@@ -32,10 +32,12 @@ import numpy as np
 import torch
 
 from .errors import TrilemmaError
+from .samplers import LANGEVIN_STEP_SIZE
 
 __all__ = ["BenchConfig", "BenchRow", "load_grid", "expand_rows", "run_bench", "write_outputs", "environment"]
 
-SAMPLER_NAMES = {"ddpm": "DDPM ancestral", "ancestral": "ancestral", "ddim": "DDIM", "dpmpp": "DPM-Solver++(2M)"}
+SAMPLER_NAMES = {"ddpm": "DDPM ancestral", "ancestral": "ancestral", "ddim": "DDIM", "dpmpp": "DPM-Solver++(2M)",
+                 "langevin": "Langevin"}
 
 
 @dataclass
@@ -63,11 +65,15 @@ class BenchRow:
     eta: float = 0.0  # DDIM only
     spacing: str | None = None  # time grid [default: leading; linspace for dpmpp]
     label: str | None = None  # model name in tables [default: family and checkpoint directory]
+    steps_per_level: int = 1  # langevin only: updates per noise level (steps = noise levels)
+    step_size: float = LANGEVIN_STEP_SIZE  # langevin only: eta = step_size * sigma_t^2
 
     @property
     def key(self) -> str:
         """A file-name-safe id, unique within a grid."""
         eta = f"-eta{self.eta:g}" if self.sampler == "ddim" else ""
+        if self.sampler == "langevin":
+            eta = f"-x{self.steps_per_level}-h{self.step_size:g}"
         raw = f"{self.label or self.checkpoint}-{self.sampler}{self.steps}{eta}-{self.spacing}"
         return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
 
@@ -160,7 +166,14 @@ def expand_rows(cfg: BenchConfig) -> list[BenchRow]:
             if spacing is not None and spacing not in SPACINGS:
                 _fail(where, f"rows[{i}]: spacing {spacing!r} is not one of {', '.join(SPACINGS)}")
             spacing = spacing or default_spacing(sampler)
-            out.append(BenchRow(str(entry["checkpoint"]), sampler, steps, float(eta), spacing, entry.get("label")))
+            langevin = {k: entry[k] for k in ("steps_per_level", "step_size") if k in entry}
+            if langevin and sampler != "langevin":
+                _fail(where, f"rows[{i}]: {', '.join(langevin)} are langevin options (sampler is {sampler})")
+            k, h = langevin.get("steps_per_level", 1), langevin.get("step_size", LANGEVIN_STEP_SIZE)
+            if not isinstance(k, int) or isinstance(k, bool) or k < 1 or not isinstance(h, (int, float)) or not h > 0:
+                _fail(where, f"rows[{i}]: steps_per_level must be an integer >= 1 and step_size > 0, got {k!r}, {h!r}")
+            out.append(BenchRow(str(entry["checkpoint"]), sampler, steps, float(eta), spacing, entry.get("label"),
+                                k, float(h)))
     _check_unique(out, where)
     return out
 
@@ -318,8 +331,9 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _generate_timed(den, ck, row: BenchRow, noise: torch.Tensor, seed: int, batch_size: int, device):
-    """Sample in batches from fixed noise; returns (samples on CPU, NFE per batch, per-batch seconds)."""
+def _generate_timed(den, decode, ck, row: BenchRow, noise: torch.Tensor, seed: int, batch_size: int, device):
+    """Sample in batches from fixed noise and decode into data space (a latent model's decoder is part of
+    its cost); returns (samples on CPU, NFE per batch, per-batch seconds)."""
     from .samplers import generate
 
     outs, secs, nfe = [], [], None
@@ -328,7 +342,9 @@ def _generate_timed(den, ck, row: BenchRow, noise: torch.Tensor, seed: int, batc
         _sync(device)
         t0 = time.perf_counter()
         x = generate(den, 0, ck.sample_shape, sampler=row.sampler, steps=row.steps, eta=row.eta, spacing=row.spacing,
-                     seed=seed * 1_000_003 + b, noise=noise[i : i + batch_size], device=device)
+                     seed=seed * 1_000_003 + b, noise=noise[i : i + batch_size], device=device,
+                     steps_per_level=row.steps_per_level, step_size=row.step_size)
+        x = decode(x)
         _sync(device)
         secs.append(time.perf_counter() - t0)
         outs.append(x.cpu())
@@ -345,8 +361,8 @@ def _bits_per_dim(cfg: BenchConfig, ckpts: dict, reference: torch.Tensor, device
     x = reference[: cfg.bpd_images] if cfg.bpd_images else reference
     out = {}
     for path, ck in ckpts.items():
-        if not hasattr(FAMILIES[ck.cfg.family], "terms"):
-            continue
+        if not hasattr(FAMILIES[ck.cfg.family], "terms") or ck.cfg.latent.autoencoder:
+            continue  # ddgan has no bound; a latent model's bound is not one on the images
         terms_fn, to_bpd, _ = bound_from_checkpoint(ck, device)
         res = evaluate_bound(terms_fn, x, to_bpd=to_bpd, batch_size=cfg.batch_size, draws=cfg.bpd_draws, seed=0,
                              device=device, progress=progress)
@@ -361,7 +377,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
     from .checkpoint import load_checkpoint
     from .data import convert_points, same_points
     from .denoiser import CountNFE
-    from .families import denoiser_from_checkpoint
+    from .families import sampler_from_checkpoint
     from .plotting import save_samples
 
     rows = expand_rows(cfg)
@@ -393,22 +409,23 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
                     "samples_per_second": None, "image": str(floor_img.relative_to(out_dir)), "floor": True, **floor})
 
     bpd = _bits_per_dim(cfg, ckpts, scorer.reference.x, device, progress) if cfg.bpd else {}
-    dens: dict[str, CountNFE] = {}
+    dens: dict[str, tuple[CountNFE, callable]] = {}
     bar = tqdm(rows, desc="bench", disable=not progress)
     for row in bar:
         bar.set_postfix_str(f"{row.label} {row.sampler}-{row.steps}")
         ck = ckpts[row.checkpoint]
         if row.checkpoint not in dens:
-            dens[row.checkpoint] = CountNFE(denoiser_from_checkpoint(ck, device))
-        den = dens[row.checkpoint]
+            den, decode = sampler_from_checkpoint(ck, device)
+            dens[row.checkpoint] = CountNFE(den), decode
+        den, decode = dens[row.checkpoint]
         per_seed, secs, nfe, shown = [], [], None, None
         for seed in cfg.seeds:
             noise = torch.randn((cfg.num_samples, *ck.sample_shape), generator=torch.Generator().manual_seed(seed))
             # warm-up (not timed): one full-size batch through one network evaluation, so lazy
             # initialisation and kernel selection for this batch shape happen before the clock runs
             warm = BenchRow(row.checkpoint, "ddim", 1, spacing="leading")
-            _generate_timed(den, ck, warm, noise[: cfg.batch_size], seed, cfg.batch_size, device)
-            x, nfe, s = _generate_timed(den, ck, row, noise, seed, cfg.batch_size, device)
+            _generate_timed(den, decode, ck, warm, noise[: cfg.batch_size], seed, cfg.batch_size, device)
+            x, nfe, s = _generate_timed(den, decode, ck, row, noise, seed, cfg.batch_size, device)
             x = convert_points(x, ck.cfg.data, first.cfg.data)  # a toy trained in its own coordinates
             secs += s
             per_seed.append(scorer.score(x, seed))
@@ -420,6 +437,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
         results.append({
             "key": row.key, "label": row.label, "checkpoint": row.checkpoint, "sampler": row.sampler,
             "steps": row.steps, "eta": row.eta if row.sampler == "ddim" else None, "spacing": row.spacing,
+            **({"steps_per_level": row.steps_per_level, "step_size": row.step_size} if row.sampler == "langevin" else {}),
             "nfe": nfe, "seconds": total / len(cfg.seeds), "seconds_per_batch": float(np.mean(secs)),
             "samples_per_second": cfg.num_samples * len(cfg.seeds) / total if total > 0 else None,
             "image": str(img.relative_to(out_dir)), "floor": False, **_average(per_seed), **bpd.get(row.checkpoint, {}),

@@ -1,7 +1,8 @@
 """Checkpoints: safetensors weights + JSON, written atomically; never pickles.
 
 A checkpoint is a directory:
-    config.json        {"format": "trilemma-checkpoint", "family", "step", "sample_shape", "config"}
+    config.json        {"format": "trilemma-checkpoint", "family", "step", "sample_shape", "data_shape", "config",
+                        plus the family's own fields: an autoencoder's latent_scale, a latent model's autoencoder}
     model.safetensors  EMA weights of every module ("net.<param>"), what sampling and export use
     train.safetensors  raw weights, optimizer tensors and torch RNG states (for --resume)
     train.json         step, optimizer hyper-parameters, data-loader position, other RNG states
@@ -84,8 +85,11 @@ def save_checkpoint(
     ema_state: dict[str, torch.Tensor],
     train_tensors: dict[str, torch.Tensor] | None = None,
     train_meta: dict | None = None,
+    data_shape: tuple[int, ...] | None = None,
+    extra_meta: dict | None = None,
 ) -> Path:
-    """Write a checkpoint directory atomically (see module docstring)."""
+    """Write a checkpoint directory atomically (see module docstring). `sample_shape` is the space the
+    sampler works in, `data_shape` the data's (they differ for a latent model)."""
     path = Path(path)
     meta = {
         "format": FORMAT,
@@ -93,6 +97,8 @@ def save_checkpoint(
         "family": cfg.family,
         "step": step,
         "sample_shape": list(sample_shape),
+        "data_shape": list(data_shape or sample_shape),
+        **(extra_meta or {}),
         "config": to_dict(cfg),
     }
     cpu = lambda d: {k: v.detach().cpu().contiguous() for k, v in d.items()}  # noqa: E731

@@ -11,9 +11,10 @@ from pathlib import Path
 import click
 
 from .errors import TrilemmaError
+from .samplers import LANGEVIN_STEP_SIZE
 from .schedules import SPACINGS
 
-SAMPLER_CHOICES = ["ddpm", "ancestral", "ddim", "dpmpp"]
+SAMPLER_CHOICES = ["ddpm", "ancestral", "ddim", "dpmpp", "langevin"]
 SPACING_CHOICES = list(SPACINGS)
 
 
@@ -91,17 +92,21 @@ def _check_resume_config(cfg, out: Path) -> None:
 
 @main.command()
 @click.argument("ckpt", type=click.Path())
-@click.option("--sampler", type=click.Choice(SAMPLER_CHOICES), default="ddim", help="ddpm = ancestral (the VDM sampler too), ddim, dpmpp = DPM-Solver++(2M).")
-@click.option("--steps", type=int, default=50, help="Sampling steps (network evaluations).")
+@click.option("--sampler", type=click.Choice(SAMPLER_CHOICES), default="ddim", help="ddpm = ancestral (the VDM sampler too), ddim, dpmpp = DPM-Solver++(2M), langevin = annealed Langevin dynamics.")
+@click.option("--steps", type=int, default=50, help="Sampling steps (network evaluations); for langevin, noise levels.")
 @click.option("--eta", type=float, default=0.0, help="DDIM noise scale in [0, 1].")
-@click.option("--spacing", type=click.Choice(SPACING_CHOICES), default=None, help="Time grid [default: leading; linspace for dpmpp].")
+@click.option("--steps-per-level", type=int, default=1, help="langevin: updates per noise level.")
+@click.option("--step-size", type=float, default=LANGEVIN_STEP_SIZE, help="langevin: step eta = step_size * sigma_t^2.")
+@click.option("--spacing", type=click.Choice(SPACING_CHOICES), default=None, help="Time grid [default: leading; linspace for dpmpp, logsnr for langevin].")
 @click.option("-n", "num", type=int, default=64, help="Number of samples.")
 @click.option("--seed", type=int, default=0, help="Seed of the initial noise and the sampler's noise.")
 @click.option("--noise", type=click.Path(dir_okay=False), default=None, help="Start from x_T in a .npy file of shape (n, *sample_shape).")
 @click.option("--out", type=click.Path(dir_okay=False), default="samples.png", help="Plot path; raw samples go to the same name with .npz.")
 @click.option("--device", default=None, help="cpu, cuda, mps [default: cuda if available, else cpu].")
-def sample(ckpt, sampler, steps, eta, spacing, num, seed, noise, out, device):
+def sample(ckpt, sampler, steps, eta, steps_per_level, step_size, spacing, num, seed, noise, out, device):
     """Draw samples from a checkpoint: a PNG grid (images) or scatter plot (2-D) and an .npz.
+
+    A latent model samples latents (--noise has their shape) and decodes them; the .npz holds the images.
 
     \b
     Example:
@@ -112,12 +117,14 @@ def sample(ckpt, sampler, steps, eta, spacing, num, seed, noise, out, device):
 
     from .checkpoint import load_checkpoint
     from .denoiser import CountNFE
-    from .families import denoiser_from_checkpoint
+    from .families import sampler_from_checkpoint
     from .plotting import save_samples
     from .samplers import default_spacing, generate
 
     if not 0.0 <= eta <= 1.0:
         raise TrilemmaError(f"--eta must be in [0, 1], got {eta}")
+    if steps_per_level < 1 or not step_size > 0:
+        raise TrilemmaError(f"--steps-per-level must be >= 1 and --step-size > 0, got {steps_per_level}, {step_size}")
     if num < 1:
         raise TrilemmaError(f"-n must be >= 1, got {num}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -131,11 +138,13 @@ def sample(ckpt, sampler, steps, eta, spacing, num, seed, noise, out, device):
         if tuple(x_T.shape[1:]) != ck.sample_shape:
             raise TrilemmaError(f"{noise}: shape {tuple(x_T.shape)} does not match (n, {', '.join(map(str, ck.sample_shape))})")
         num = x_T.shape[0]
-    den = CountNFE(denoiser_from_checkpoint(ck, device))
+    den, decode = sampler_from_checkpoint(ck, device)
+    den = CountNFE(den)
     spacing = spacing or default_spacing(sampler)
     t0 = time.perf_counter()
     x = generate(den, num, ck.sample_shape, sampler=sampler, steps=steps, eta=eta, spacing=spacing, seed=seed,
-                 noise=x_T, device=device)
+                 noise=x_T, device=device, steps_per_level=steps_per_level, step_size=step_size)
+    x = decode(x)
     seconds = time.perf_counter() - t0
     out = Path(out)
     raw = out.with_suffix(".npz")
@@ -143,7 +152,7 @@ def sample(ckpt, sampler, steps, eta, spacing, num, seed, noise, out, device):
     np.savez(raw, samples=x.cpu().numpy(), sampler=sampler, steps=steps, eta=eta, seed=seed, nfe=den.nfe)
     if out.suffix.lower() != ".npz":
         reference = None
-        if len(ck.sample_shape) == 1:
+        if len(x.shape) == 2:
             from .data import load_dataset
 
             reference = load_dataset(ck.cfg.data, "test").x[:2000]
@@ -173,6 +182,7 @@ def export(ckpt, out, fmt):
 @main.command("eval")
 @click.argument("ckpt", type=click.Path())
 @click.option("--bpd", is_flag=True, help="Bits/dim of the model's variational bound on a data split (vdm; ddpm through its VLB).")
+@click.option("--recon", is_flag=True, help="An autoencoder's reconstructions of a data split: PSNR and their Frechet distance to it.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", help="Data split to evaluate.")
 @click.option("--draws", type=int, default=2, help="Monte-Carlo draws of (t, noise) per image (>= 2 also gives the Monte-Carlo variance).")
 @click.option("-n", "num", type=int, default=None, help="Only the first N images of the split [default: all].")
@@ -181,12 +191,14 @@ def export(ckpt, out, fmt):
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the results to this JSON file.")
 @click.option("--device", default=None, help="cpu, cuda, mps [default: cuda if available, else cpu].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def eval_(ckpt, bpd, split, draws, num, batch_size, seed, json_out, device, quiet):
-    """Evaluate a checkpoint: with --bpd, the variational bound in bits/dim, term by term, with a 95% interval.
+def eval_(ckpt, bpd, recon, split, draws, num, batch_size, seed, json_out, device, quiet):
+    """Evaluate a checkpoint: with --bpd, the variational bound in bits/dim, term by term, with a 95% interval;
+    with --recon, an autoencoder's reconstruction PSNR and FD.
 
     \b
     Example:
       trilemma eval runs/fmnist-vdm --bpd --split test --draws 2
+      trilemma eval runs/fmnist-ae --recon --split test
     """
     import torch
 
@@ -195,12 +207,18 @@ def eval_(ckpt, bpd, split, draws, num, batch_size, seed, json_out, device, quie
     from .families import bound_from_checkpoint
     from .metrics.likelihood import evaluate_bound
 
-    if not bpd:
-        raise TrilemmaError("eval: choose what to evaluate (--bpd)")
+    if bpd == recon:
+        raise TrilemmaError("eval: choose one thing to evaluate (--bpd or --recon)")
     if draws < 1 or batch_size < 1 or (num is not None and num < 1):
         raise TrilemmaError(f"--draws, --batch-size and -n must be >= 1, got {draws}, {batch_size}, {num}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     ck = load_checkpoint(ckpt)
+    if recon:
+        res = _eval_recon(ck, split, num, batch_size, device, quiet)
+        if json_out:
+            Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+            Path(json_out).write_text(json.dumps(res, indent=2))
+        return
     terms_fn, to_bpd, name = bound_from_checkpoint(ck, device)
     data = load_dataset(ck.cfg.data, split)
     x = data.x[:num] if num else data.x
@@ -214,6 +232,32 @@ def eval_(ckpt, bpd, split, draws, num, batch_size, seed, json_out, device, quie
     if json_out:
         Path(json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(json_out).write_text(json.dumps(res, indent=2))
+
+
+def _eval_recon(ck, split, num, batch_size, device, quiet) -> dict:
+    """`trilemma eval --recon`: print and return an autoencoder's reconstruction metrics on a split."""
+    from .data import describe, load_dataset
+    from .families import _loaded_family
+    from .families.autoencoder import evaluate_reconstruction
+
+    if ck.cfg.family != "autoencoder":
+        raise TrilemmaError(f"{ck.path}: --recon evaluates an autoencoder checkpoint, not a {ck.cfg.family} model")
+    ae = _loaded_family(ck, device).modules["ae"]
+    data = load_dataset(ck.cfg.data, split)
+    x = data.x[:num] if num else data.x
+    t0 = time.perf_counter()
+    res = evaluate_reconstruction(ae, x, data.name, batch_size, device, progress=not quiet)
+    res.update(checkpoint=str(ck.path), step=ck.meta.get("step"), split=split, data=describe(data),
+               seconds=time.perf_counter() - t0)
+    c, h, w = res["latent_shape"]
+    click.echo(f"autoencoder {ck.path} (step {res['step']}): {data.name} {split} split, {res['images']} images "
+               f"({res['seconds']:.1f} s); latents {c}x{h}x{w}, latent scale {res['latent_scale']:.4f}")
+    lines = ["| metric | value |", "|---|---|", f"| PSNR (dB) | {res['psnr']:.2f} ± {res['psnr_ci95']:.2f} |",
+             f"| MSE | {res['mse']:.5f} |"]
+    if "fd" in res:
+        lines.append(f"| {res['fd_metric']} of reconstructions | {res['fd']:.4f} |")
+    click.echo("\n".join(lines))
+    return res
 
 
 def bpd_table(res: dict) -> str:

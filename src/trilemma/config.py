@@ -43,6 +43,7 @@ class GANConfig:
 
     latent_dim: int = 100  # z of G(x_t, z, t)
     mapping_layers: int = 3  # image generator: MLP from z into the UNet's AdaGN conditioning
+    tanh: bool = True  # image generator: x0' = tanh(UNet output), in [-1, 1] (false for unbounded latents)
     d_hidden: int = 256  # 2-D discriminator: width
     d_depth: int = 3  # 2-D discriminator: residual blocks
     d_fourier: int = 8  # 2-D discriminator: input Fourier features sin/cos(2^k 2pi x / P), k < d_fourier (0: raw x)
@@ -75,6 +76,30 @@ class VDMConfig:
 
 
 @dataclass
+class AutoencoderConfig:
+    """The latent-diffusion first stage (family autoencoder): a KL-regularised AutoencoderKL (Rombach et al. 2022)."""
+
+    channels: list[int] = field(default_factory=lambda: [32, 64, 64])  # one level each: downsampling f = 2^(levels - 1)
+    layers_per_block: int = 1  # ResNet blocks per level (the decoder has one more, as in diffusers)
+    latent_channels: int = 4  # c of the (c, h, w) latent
+    norm_groups: int = 8  # GroupNorm groups (divides every entry of channels)
+    mid_attention: bool = True  # self-attention in the middle block, at the latent resolution
+    pad: int = 2  # pixels of background (-1) added on every side before encoding, cropped after decoding (28 -> 32)
+    recon: str = "l1"  # reconstruction loss per pixel: l1 | l2
+    kl_weight: float = 1e-6  # KL(q(z | x) || N(0, I)), summed over latent coordinates, relative to the per-pixel sum
+    perceptual: float = 0.0  # weight of a feature distance on the dataset's feature classifier (the FD network)
+    scale_images: int = 10_000  # training images the latent scale 1 / std is measured on
+
+
+@dataclass
+class LatentConfig:
+    """Latent diffusion: the family of this config trains and samples on an autoencoder's scaled latents."""
+
+    autoencoder: str = ""  # an autoencoder run or checkpoint directory ("": pixel space)
+    cache: bool = True  # encode the training split once at the start (false: encode every batch)
+
+
+@dataclass
 class TrainConfig:
     steps: int = 10_000  # optimizer steps
     batch_size: int = 256  # per process
@@ -102,17 +127,19 @@ class SampleConfig:
 
 @dataclass
 class Config:
-    family: str = "ddpm"  # ddpm | ddgan | vdm (later: latent)
+    family: str = "ddpm"  # ddpm | ddgan | vdm | autoencoder (a latent model is one of the first three with latent.autoencoder)
     data: DataConfig = field(default_factory=DataConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     gan: GANConfig = field(default_factory=GANConfig)  # family ddgan only
     vdm: VDMConfig = field(default_factory=VDMConfig)  # family vdm only
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)  # family autoencoder only
+    latent: LatentConfig = field(default_factory=LatentConfig)  # ddpm, vdm, ddgan on an autoencoder's latents
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
 
-FAMILY_NAMES = ("ddpm", "ddgan", "vdm")
+FAMILY_NAMES = ("ddpm", "ddgan", "vdm", "autoencoder")
 
 
 def _type_name(tp) -> str:

@@ -44,6 +44,9 @@ def export_diffusers(ck: Checkpoint, out: str | Path) -> Path:
     cfg = ck.cfg
     if cfg.family != "ddpm":
         raise TrilemmaError(f"{ck.path}: export --format diffusers supports ddpm-family checkpoints, not {cfg.family!r}")
+    if cfg.latent.autoencoder:
+        raise TrilemmaError(f"{ck.path}: a latent model samples latents; a DDIMPipeline export would not decode them "
+                            "(export supports pixel-space ddpm checkpoints)")
     if cfg.schedule.name != "linear-beta":
         raise TrilemmaError(f"{ck.path}: diffusers has no exact equivalent of the {cfg.schedule.name!r} schedule; only linear-beta exports")
     if len(ck.sample_shape) != 3:

@@ -21,6 +21,7 @@ __all__ = [
     "sample_ddim",
     "sample_ddim_inverse",
     "sample_dpmpp_2m",
+    "sample_langevin",
     "slerp",
     "ddim_interpolate",
     "SAMPLERS",
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 Callback = Callable[[dict], None] | None
+LANGEVIN_STEP_SIZE = 0.5  # eta = 0.5 sigma_t^2: stable (ULA needs eta < 2 sigma_t^2 at most), mixes in a few steps
 
 
 def randn(shape, generator: torch.Generator | None, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -145,18 +147,52 @@ def sample_dpmpp_2m(denoiser, schedule: Schedule, x, ts, *, generator=None, call
     return x
 
 
+@torch.no_grad()
+def sample_langevin(denoiser, schedule: Schedule, x, ts, *, steps_per_level: int = 1, step_size: float = LANGEVIN_STEP_SIZE,
+                    denoise: bool = True, generator=None, callback: Callback = None):
+    """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1) over the grid's noise levels t > 0: at each,
+    `steps_per_level` updates z <- z + eta score(z) + sqrt(2 eta) eps with score(z) = -eps_hat(z, t) / sigma_t
+    (the model's score of p_t) and eta = step_size * sigma_t^2 (their eta_i proportional to sigma_i^2).
+    Between levels z is rescaled by alpha_s / alpha_t, the factor by which the data's part of z_t grows from t
+    to s in a variance-preserving process. Time 0 has no score: with `denoise` the chain's end is mapped to
+    x0_hat at the last level (one more evaluation, Tweedie's formula), otherwise it is returned as is."""
+    if steps_per_level < 1 or not step_size > 0:
+        raise ValueError(f"steps_per_level must be >= 1 and step_size > 0, got {steps_per_level}, {step_size}")
+    t_list = _times(ts)
+    alpha, sigma, _ = _levels(schedule, t_list)
+    levels = [i for i, s in enumerate(sigma) if s > 0]  # every grid time but t = 0
+    n = 0
+    for j, i in enumerate(levels):
+        eta = step_size * sigma[i] ** 2
+        for _ in range(steps_per_level):
+            x0 = denoiser(x, t_list[i])
+            # eta * score = -(eta / sigma) * eps_hat, eps_hat = (z - alpha x0_hat) / sigma
+            x = x - (eta / sigma[i] ** 2) * (x - alpha[i] * x0) + math.sqrt(2 * eta) * randn_like(x, generator)
+            if callback is not None:
+                callback({"i": n, "t": t_list[i], "x": x, "denoised": x0})
+            n += 1
+    if denoise and levels:
+        x = denoiser(x, t_list[levels[-1]])
+        if callback is not None:
+            callback({"i": n, "t": t_list[levels[-1]], "x": x, "denoised": x})
+    return x
+
+
 SAMPLERS = {
     "ddpm": sample_ancestral,
     "ancestral": sample_ancestral,
     "ddim": sample_ddim,
     "dpmpp": sample_dpmpp_2m,
+    "langevin": sample_langevin,
 }
+SAMPLER_OPTIONS = {"ddim": ("eta",), "langevin": ("steps_per_level", "step_size")}  # options generate() passes on
 
 
 def default_spacing(sampler: str) -> str:
     """The time grid a sampler uses unless told otherwise: DPM-Solver's linspace (Lu et al. 2022) for
-    dpmpp, diffusers' leading grid for the others."""
-    return "linspace" if sampler == "dpmpp" else "leading"
+    dpmpp, noise levels evenly spaced in log-SNR for langevin (the geometric sigmas of Song & Ermon 2019),
+    diffusers' leading grid for the others."""
+    return {"dpmpp": "linspace", "langevin": "logsnr"}.get(sampler, "leading")
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
@@ -191,9 +227,12 @@ def generate(
     noise: torch.Tensor | None = None,
     device=None,
     callback: Callback = None,
+    steps_per_level: int = 1,
+    step_size: float = LANGEVIN_STEP_SIZE,
 ) -> torch.Tensor:
     """Draw n samples: x_T from `noise` or N(0, I) under `seed` (a CPU generator, so the same seed
-    gives the same x_T on every device), then the named sampler on `time_grid(steps, spacing)`."""
+    gives the same x_T on every device), then the named sampler on `time_grid(steps, spacing)`
+    (`eta` for ddim; `steps_per_level` and `step_size` for langevin)."""
     from .denoiser import seed_latents
     from .schedules import time_grid
 
@@ -206,5 +245,6 @@ def generate(
     x = noise.to(device=device, dtype=torch.float32)
     ts = time_grid(schedule, steps, spacing)
     seed_latents(denoiser, generator)
-    opts = {"eta": eta} if sampler == "ddim" else {}
+    given = {"eta": eta, "steps_per_level": steps_per_level, "step_size": step_size}
+    opts = {k: given[k] for k in SAMPLER_OPTIONS.get(sampler, ())}
     return SAMPLERS[sampler](denoiser, schedule, x, ts, generator=generator, callback=callback, **opts)

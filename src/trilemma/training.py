@@ -26,7 +26,7 @@ from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat,
 from .config import Config, to_dict
 from .data import InfiniteLoader, load_dataset
 from .errors import TrilemmaError
-from .families import build_family
+from .families import build_family, decoder_of
 from .plotting import save_samples
 from .samplers import generate
 
@@ -118,14 +118,22 @@ def _frozen(frozen: list[nn.Module]):
             p.requires_grad_(True)
 
 
-def _write_samples(family, emas, cfg: Config, sample_shape, reference, path: Path, device) -> None:
-    """A sample grid (or scatter plot) from the EMA weights with the config's sampler."""
-    modules = nn.ModuleDict({name: e.module for name, e in emas.items()})
+def _ema_modules(emas: dict[str, EMA]) -> nn.ModuleDict:
+    return nn.ModuleDict({name: e.module for name, e in emas.items()})
+
+
+def _write_samples(family, emas, cfg: Config, data, reference, path: Path, device) -> None:
+    """A sample grid (or scatter plot) from the EMA weights with the config's sampler, decoded into data
+    space; a family without a sampler (an autoencoder) draws its own `preview`."""
+    modules = _ema_modules(emas)
+    if hasattr(family, "preview"):
+        family.preview(modules, data, path, device)
+        return
     den = family.denoiser(modules)
     s = cfg.sample
-    x = generate(den, s.n, sample_shape, sampler=s.sampler, steps=s.steps, eta=s.eta, spacing=s.spacing,
+    x = generate(den, s.n, family.sample_shape, sampler=s.sampler, steps=s.steps, eta=s.eta, spacing=s.spacing,
                  seed=cfg.train.seed, device=device)
-    save_samples(x, path, reference, title=f"{s.sampler}-{s.steps}")
+    save_samples(decoder_of(family)(x), path, reference, title=f"{s.sampler}-{s.steps}")
 
 
 def _warn_single_cpu_process() -> None:
@@ -164,10 +172,18 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         log_with="tensorboard" if tc.tracker == "tensorboard" else None,
         project_dir=str(out_dir),
     )
+    ck = None
+    if resume:
+        if not ckpt_dir.exists():
+            raise TrilemmaError(f"{ckpt_dir}: nothing to resume (no checkpoint)")
+        ck = load_checkpoint(ckpt_dir)
     set_seed(tc.seed)  # the model's initial weights: the same in every process
     data = load_dataset(cfg.data, "train")
-    family = build_family(cfg, data.shape)
+    family = build_family(cfg, data.shape, ck.meta if ck else None, str(ckpt_dir))
     device = accelerator.device
+    # what the loader draws from: the data, or a latent model's cached latents
+    train_data = family.training_data(data, device, progress and accelerator.is_main_process) \
+        if hasattr(family, "training_data") else data
     modules = family.modules.to(device)
     emas = {name: EMA(modules[name], tc.ema_decay) for name in family.ema_names()}
     optimizers = {
@@ -175,14 +191,11 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         for phase, names in family.phases.items()
     }
     peak_lr = {phase: opt.param_groups[0]["lr"] for phase, opt in optimizers.items()}
-    loader = InfiniteLoader(data, tc.batch_size, tc.seed, accelerator.process_index, accelerator.num_processes)
+    loader = InfiniteLoader(train_data, tc.batch_size, tc.seed, accelerator.process_index, accelerator.num_processes)
     rng = ShardedRNG(tc.seed + 1, accelerator.process_index, accelerator.num_processes, device)
     step = 0
 
     if resume:
-        if not ckpt_dir.exists():
-            raise TrilemmaError(f"{ckpt_dir}: nothing to resume (no checkpoint)")
-        ck = load_checkpoint(ckpt_dir)
         tensors, meta = ck.train_state()
         modules.load_state_dict({k[len("modules."):]: v for k, v in tensors.items() if k.startswith("modules.")})
         for name, e in emas.items():
@@ -214,6 +227,8 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
 
     def save():
         accelerator.wait_for_everyone()
+        if hasattr(family, "finalize"):  # in every process, so their buffers stay identical
+            family.finalize(_ema_modules(emas), accelerator.unwrap_model(modules), data, device)
         if accelerator.is_main_process:
             tensors = {f"modules.{k}": v for k, v in accelerator.unwrap_model(modules).state_dict().items()}
             opt_meta = {}
@@ -225,8 +240,9 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
             tensors["rng.torch"] = torch.get_rng_state()
             meta = {"optimizers": opt_meta, "loader": loader.state_dict(), "rng": _rng_meta(),
                     "num_processes": accelerator.num_processes}
-            save_checkpoint(ckpt_dir, cfg=cfg, sample_shape=data.shape, step=step, ema_state=_ema_state(emas),
-                            train_tensors=tensors, train_meta=meta)
+            extra = family.checkpoint_meta(_ema_modules(emas)) if hasattr(family, "checkpoint_meta") else None
+            save_checkpoint(ckpt_dir, cfg=cfg, sample_shape=family.sample_shape, step=step, ema_state=_ema_state(emas),
+                            train_tensors=tensors, train_meta=meta, data_shape=data.shape, extra_meta=extra)
         accelerator.wait_for_everyone()
 
     bar = tqdm(total=tc.steps, initial=step, disable=not (progress and accelerator.is_main_process),
@@ -270,14 +286,14 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
                 accelerator.log({**logs, **{f"lr/{p}": lr * warm for p, lr in peak_lr.items()}}, step=step)
         bar.update(1)
         if tc.sample_every and step % tc.sample_every == 0 and step < tc.steps and accelerator.is_main_process:
-            _write_samples(family, emas, cfg, data.shape, reference, samples_dir / f"step_{step:07d}.png", device)
+            _write_samples(family, emas, cfg, data, reference, samples_dir / f"step_{step:07d}.png", device)
         if tc.save_every and step % tc.save_every == 0 and step < tc.steps:
             save()
             last_good = step
     bar.close()
     save()
     if accelerator.is_main_process:
-        _write_samples(family, emas, cfg, data.shape, reference, samples_dir / f"step_{step:07d}.png", device)
+        _write_samples(family, emas, cfg, data, reference, samples_dir / f"step_{step:07d}.png", device)
         (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     if tc.tracker != "none":
         accelerator.end_training()

@@ -1,4 +1,12 @@
-"""Model families on the shared core: each is a schedule, modules, phases and a loss."""
+"""Model families on the shared core: each is a schedule, modules, phases and a loss.
+
+Every family has `modules`, `phases`, `sample_shape` (the space its sampler works in), `ema_names()`,
+`optimizer_options(phase)`, `denoiser(modules)` and `loss(phase, modules, x, rng, step)`. Optional hooks the
+training loop and the samplers look for: `training_data(data, device, progress)` (what the loader draws from,
+e.g. cached latents), `finalize(ema, raw, data, device)` (before each checkpoint), `checkpoint_meta(ema)`
+(extra config.json fields), `preview(ema, data, path, device)` (instead of a sample grid) and `decode(x)`
+(samples -> data space, a latent model's decoder).
+"""
 
 from __future__ import annotations
 
@@ -6,25 +14,37 @@ from torch import nn
 
 from ..errors import TrilemmaError
 from .ddgan import DDGAN, GANDenoiser
+from .autoencoder import AutoencoderFamily
 from .ddpm import DDPM, ddpm_loss
+from .latent import LatentFamily
 from .vdm import VDM, VDMDenoiser
 
-FAMILIES = {"ddpm": DDPM, "ddgan": DDGAN, "vdm": VDM}
+FAMILIES = {"ddpm": DDPM, "ddgan": DDGAN, "vdm": VDM, "autoencoder": AutoencoderFamily}
 
 
-def build_family(cfg, sample_shape: tuple[int, ...]):
-    """The family object a config names (a fixed table, never a lookup by arbitrary string)."""
+def build_family(cfg, data_shape: tuple[int, ...], meta: dict | None = None, where: str = "config"):
+    """The family object a config names (a fixed table, never a lookup by arbitrary string), for data of
+    `data_shape`; with `latent.autoencoder`, that family on the autoencoder's latents (`LatentFamily`, which
+    checks a loaded checkpoint's `meta` against the autoencoder it finds)."""
     if cfg.family not in FAMILIES:
         raise TrilemmaError(f"family {cfg.family!r} is not one of {', '.join(FAMILIES)}")
-    return FAMILIES[cfg.family](cfg, sample_shape)
+    if cfg.latent.autoencoder and cfg.family != "autoencoder":
+        return LatentFamily(FAMILIES[cfg.family], cfg, data_shape, meta, where)
+    return FAMILIES[cfg.family](cfg, data_shape)
 
 
-__all__ = ["DDPM", "DDGAN", "VDM", "VDMDenoiser", "GANDenoiser", "FAMILIES", "build_family", "ddpm_loss", "denoiser_from_checkpoint", "bound_from_checkpoint"]
+__all__ = ["DDPM", "DDGAN", "VDM", "VDMDenoiser", "GANDenoiser", "AutoencoderFamily", "LatentFamily", "FAMILIES",
+           "build_family", "ddpm_loss", "denoiser_from_checkpoint", "sampler_from_checkpoint", "decoder_of", "bound_from_checkpoint"]
+
+
+def data_shape_of(ck) -> tuple[int, ...]:
+    """The data's per-sample shape of a checkpoint (its sample shape, unless it is a latent model's)."""
+    return tuple(ck.meta.get("data_shape", ck.sample_shape))
 
 
 def _loaded_family(ck, device=None):
     """The family of a loaded checkpoint with its EMA weights, in eval mode."""
-    family = build_family(ck.cfg, ck.sample_shape)
+    family = build_family(ck.cfg, data_shape_of(ck), ck.meta, str(ck.path))
     try:  # the checkpoint's weights are the EMA modules (all of DDPM and VDM; DDGAN's generator only)
         nn.ModuleDict({name: family.modules[name] for name in family.ema_names()}).load_state_dict(ck.weights)
     except RuntimeError as e:
@@ -39,9 +59,24 @@ def denoiser_from_checkpoint(ck, device=None):
     return family.denoiser(family.modules)
 
 
+def decoder_of(family):
+    """samples -> data: a latent model's decoder, the identity for a model in data space."""
+    return getattr(family, "decode", lambda x: x)
+
+
+def sampler_from_checkpoint(ck, device=None):
+    """(EMA denoiser in eval mode, decode) of a loaded checkpoint: sample with the denoiser in
+    `ck.sample_shape`, then `decode` the result into data space."""
+    family = _loaded_family(ck, device)
+    return family.denoiser(family.modules), decoder_of(family)
+
+
 def bound_from_checkpoint(ck, device=None):
     """(terms_fn, to_bpd, name) of a checkpoint's variational bound on -log p(x), for
     `metrics.likelihood.evaluate_bound`; a TrilemmaError for a family without one (DDGAN)."""
+    if ck.cfg.latent.autoencoder:
+        raise TrilemmaError(f"{ck.path}: a latent model's bound is on its latents' density, not on the images' "
+                            "likelihood; bits/dim is defined for pixel-space vdm and ddpm models")
     if not hasattr(FAMILIES[ck.cfg.family], "terms"):
         raise TrilemmaError(f"{ck.path}: a {ck.cfg.family} model has no likelihood bound (bits/dim needs vdm or ddpm)")
     family = _loaded_family(ck, device)

@@ -67,6 +67,7 @@ class DDGAN:
 
     def __init__(self, cfg, sample_shape: tuple[int, ...]):
         self.cfg = cfg
+        self.sample_shape = tuple(sample_shape)  # the space the sampler works in
         self.schedule = build_schedule(cfg.schedule)
         if self.schedule.num_timesteps is None:
             raise TrilemmaError(

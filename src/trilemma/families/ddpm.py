@@ -58,6 +58,7 @@ class DDPM:
 
     def __init__(self, cfg, sample_shape: tuple[int, ...]):
         self.cfg = cfg
+        self.sample_shape = tuple(sample_shape)  # the space the sampler works in
         self.schedule = build_schedule(cfg.schedule)
         if any(True for _ in self.schedule.parameters()):
             raise TrilemmaError(f"schedule.name: {cfg.schedule.name!r} has parameters, which the ddpm family does not "

@@ -160,6 +160,7 @@ class VDM:
 
     def __init__(self, cfg, sample_shape: tuple[int, ...]):
         self.cfg = cfg
+        self.sample_shape = tuple(sample_shape)  # the space the sampler works in
         v = cfg.vdm
         if v.timesteps < 0:
             raise TrilemmaError(f"vdm.timesteps must be >= 0 (0: continuous time), got {v.timesteps}")

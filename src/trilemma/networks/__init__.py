@@ -2,6 +2,7 @@
 discriminators on the same pieces."""
 
 from .discriminator import ConvDiscriminator, MLPDiscriminator
+from .autoencoder import Autoencoder, build_vae
 from .mlp import MLP, FourierInput, timestep_embedding
 from .unet import GANUNet, UNet, build_unet
 
@@ -9,6 +10,8 @@ from ..errors import TrilemmaError
 
 __all__ = [
     "MLP",
+    "Autoencoder",
+    "build_autoencoder",
     "UNet",
     "GANUNet",
     "MLPDiscriminator",
@@ -78,7 +81,7 @@ def build_generator(model_cfg, gan_cfg, sample_shape: tuple[int, ...]):
     if len(sample_shape) == 1:
         return _mlp(model_cfg, sample_shape, gan_cfg.latent_dim)
     unet = _unet(model_cfg, sample_shape, class_embed_type="identity", resnet_time_scale_shift="scale_shift")
-    return GANUNet(unet, gan_cfg.latent_dim, gan_cfg.mapping_layers)
+    return GANUNet(unet, gan_cfg.latent_dim, gan_cfg.mapping_layers, tanh=gan_cfg.tanh)
 
 
 def build_discriminator(gan_cfg, sample_shape: tuple[int, ...]):
@@ -99,3 +102,24 @@ def build_discriminator(gan_cfg, sample_shape: tuple[int, ...]):
         raise TrilemmaError("gan.d_fourier_anneal applies to the 2-D discriminator's Fourier features; "
                             "the image discriminator has none")
     return ConvDiscriminator(sample_shape[0], tuple(gan_cfg.d_channels), group=gan_cfg.d_group)
+
+
+def build_autoencoder(ae_cfg, data_shape: tuple[int, ...]) -> Autoencoder:
+    """The first stage of latent diffusion for images of `data_shape`, sized by the autoencoder config."""
+    if len(data_shape) != 3:
+        raise TrilemmaError(f"family autoencoder needs images, not samples of shape {tuple(data_shape)}")
+    if ae_cfg.pad < 0:
+        raise TrilemmaError(f"autoencoder.pad must be >= 0, got {ae_cfg.pad}")
+    if not ae_cfg.channels or any(c % ae_cfg.norm_groups for c in ae_cfg.channels):
+        raise TrilemmaError(f"autoencoder.channels {ae_cfg.channels} must be non-empty multiples of "
+                            f"autoencoder.norm_groups ({ae_cfg.norm_groups})")
+    if ae_cfg.latent_channels < 1:
+        raise TrilemmaError(f"autoencoder.latent_channels must be >= 1, got {ae_cfg.latent_channels}")
+    c, h, w = data_shape
+    f = 2 ** (len(ae_cfg.channels) - 1)
+    if (h + 2 * ae_cfg.pad) % f or (w + 2 * ae_cfg.pad) % f:
+        raise TrilemmaError(f"autoencoder: {h}x{w} images padded by {ae_cfg.pad} are not divisible by the downsampling "
+                            f"factor {f} (len(autoencoder.channels) = {len(ae_cfg.channels)}); change autoencoder.pad")
+    vae = build_vae(c, h + 2 * ae_cfg.pad, ae_cfg.channels, ae_cfg.layers_per_block, ae_cfg.latent_channels,
+                    ae_cfg.norm_groups, ae_cfg.mid_attention)
+    return Autoencoder(vae, ae_cfg.pad, data_shape)

@@ -52,9 +52,10 @@ class GANUNet(nn.Module):
     """A DDGAN image generator G(x_t, timestep, latent) -> x0' in [-1, 1] (Xiao et al. 2022, sec. 4):
     the latent goes through a mapping MLP into UNet2DModel's class embedding, which is added to the
     time embedding and applied as a GroupNorm scale and shift in every ResNet block (AdaGN, with
-    `class_embed_type="identity"` and `resnet_time_scale_shift="scale_shift"`); tanh output."""
+    `class_embed_type="identity"` and `resnet_time_scale_shift="scale_shift"`); tanh output for data in
+    [-1, 1], a linear one for unbounded data (an autoencoder's latents)."""
 
-    def __init__(self, unet: UNet2DModel, latent_dim: int, mapping_layers: int = 3):
+    def __init__(self, unet: UNet2DModel, latent_dim: int, mapping_layers: int = 3, tanh: bool = True):
         super().__init__()
         emb = unet.config.block_out_channels[0] * 4  # UNet2DModel's time-embedding width
         layers, width = [], latent_dim
@@ -62,7 +63,8 @@ class GANUNet(nn.Module):
             layers += [nn.Linear(width, emb), nn.SiLU()]
             width = emb
         self.mapping = nn.Sequential(*layers[:-1])  # (B, latent_dim) -> (B, emb), no final activation
-        self.unet, self.latent_dim = unet, latent_dim
+        self.unet, self.latent_dim, self.tanh = unet, latent_dim, tanh
 
     def forward(self, x: torch.Tensor, timestep: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.unet(x, timestep, class_labels=self.mapping(latent)).sample)
+        out = self.unet(x, timestep, class_labels=self.mapping(latent)).sample
+        return torch.tanh(out) if self.tanh else out
