@@ -26,7 +26,7 @@ import torch
 from trilemma.config import load_config
 from trilemma.data import load_dataset
 from trilemma.families import build_family, decoder_of
-from trilemma.training import ShardedRNG
+from trilemma.training import ShardedRNG, _frozen, _phase_parameters
 
 
 def _timed(fn, repeats: int) -> list[float]:
@@ -39,17 +39,19 @@ def _timed(fn, repeats: int) -> list[float]:
 
 
 def _train_step(family, x: torch.Tensor, seed: int):
-    """A closure running one optimizer step of `family` on the batch x."""
-    opt = torch.optim.AdamW([p for m in family.modules.values() for p in m.parameters()], lr=1e-4)
+    """A closure running one training step of `family` on the batch x, as the training loop does: per
+    optimizer phase, its loss with the other phases' modules frozen, backward, an AdamW step."""
+    mods = family.modules
+    opts = {ph: torch.optim.AdamW(_phase_parameters(mods, names), lr=1e-4) for ph, names in family.phases.items()}
     rng = ShardedRNG(seed)
-    family.modules.train()
 
     def step():
-        for phase in family.phases:
-            loss = family.loss(phase, family.modules, x, rng, 0).mean()
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        mods.train()
+        for phase, names in family.phases.items():
+            with _frozen([mods[n] for n in mods if n not in names]):
+                family.loss(phase, mods, x, rng, 0).mean().backward()
+            opts[phase].step()
+            opts[phase].zero_grad(set_to_none=True)
     return step
 
 
@@ -80,6 +82,7 @@ def main() -> None:
     dens = {"pixel": pix.denoiser(pix.modules), "latent": lat.denoiser(lat.modules)}
 
     def sample_step(name):
+        dens[name].net.eval()
         with torch.no_grad():
             dens[name](noise[name], 0.5)
 

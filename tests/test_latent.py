@@ -18,11 +18,11 @@ from trilemma.data import load_dataset
 from trilemma.errors import TrilemmaError
 from trilemma.families import _loaded_family, build_family, sampler_from_checkpoint
 from trilemma.families.autoencoder import measure_latent_scale, psnr
-from trilemma.features import file_sha256
+from trilemma.families.latent import autoencoder_sha256
 from trilemma.networks import build_autoencoder
-from trilemma.networks.autoencoder import gaussian_kl
+from trilemma.families.vdm import gaussian_kl
 from trilemma.samplers import generate, sample_langevin
-from trilemma.schedules import Cosine, LinearBeta, alpha_sigma, time_grid
+from trilemma.schedules import Cosine, LinearBeta, LinearGamma, alpha_sigma, time_grid
 from trilemma.training import train
 
 AE = {
@@ -157,7 +157,7 @@ def test_latent_ddpm_trains_on_latents_and_samples_images(ae_run, tmp_path):
     run_dir = _latent_run(tmp_path, ae_run)
     ck = load_checkpoint(run_dir)
     assert ck.meta["sample_shape"] == [2, 4, 4] and ck.meta["data_shape"] == [1, 8, 8]
-    assert ck.meta["autoencoder"]["sha256"] == file_sha256(ae_run / "checkpoint/model.safetensors")
+    assert ck.meta["autoencoder"]["sha256"] == autoencoder_sha256(load_checkpoint(ae_run))
     den, decode = sampler_from_checkpoint(ck)
     z = generate(den, 4, ck.sample_shape, sampler="ddim", steps=3, seed=5)
     assert z.shape == (4, 2, 4, 4)
@@ -172,12 +172,79 @@ def test_latent_ddpm_trains_on_latents_and_samples_images(ae_run, tmp_path):
     assert_one_line_error(run("eval", run_dir, "--bpd"), "latent model's bound")
 
 
+def _train_weights(run_dir):
+    ck = run_dir / "checkpoint"
+    return {**load_file(str(ck / "model.safetensors")), **load_file(str(ck / "train.safetensors"))}
+
+
+def test_latent_training_resumes_exactly_and_caching_changes_nothing(ae_run, tmp_path):
+    """A latent run stopped after 2 steps and resumed to 4 equals 4 straight steps (every tensor); encoding
+    the batch every step (latent.cache: false) trains the same weights as the cached latents, to float
+    rounding (the encoder sees batches of 16 instead of 500)."""
+    cfg = write_config(tmp_path / "l.yaml", LATENT, latent={"autoencoder": str(ae_run), "cache": False},
+                       train={"steps": 4})
+    train(load_config(cfg), tmp_path / "straight", progress=False)
+    train(load_config(cfg, ["train.steps=2"]), tmp_path / "resumed", progress=False)
+    train(load_config(cfg), tmp_path / "resumed", resume=True, progress=False)
+    a, b = _train_weights(tmp_path / "straight"), _train_weights(tmp_path / "resumed")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    train(load_config(cfg, ["latent.cache=true"]), tmp_path / "cached", progress=False)
+    c = _train_weights(tmp_path / "cached")
+    for k in a:
+        if k.startswith("net."):
+            torch.testing.assert_close(a[k], c[k], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["vdm", "ddgan"])
+def test_latent_vdm_and_ddgan_train_and_sample_images(ae_run, tmp_path, family):
+    sections = {
+        "vdm": {"family": "vdm", "schedule": {"name": "learned", "hidden": 8}, "vdm": {"fourier": False},
+                "sample": {"sampler": "ancestral", "steps": 3, "n": 4}},
+        "ddgan": {"family": "ddgan", "schedule": {"name": "vp-sde-grid", "num_timesteps": 2},
+                  "gan": {"latent_dim": 4, "d_channels": [16, 32], "tanh": False},
+                  "train": {"warmup": 0, "grad_clip": 0.0}, "sample": {"sampler": "ddpm", "steps": 2, "n": 4}},
+    }[family]
+    run_dir = _latent_run(tmp_path, ae_run, family, **sections)
+    ck = load_checkpoint(run_dir)
+    assert ck.meta["sample_shape"] == [2, 4, 4] and ck.meta["family"] == family
+    steps = sections["sample"]["steps"]
+    res = run("sample", run_dir, "--sampler", sections["sample"]["sampler"], "--steps", steps, "-n", 3,
+              "--out", tmp_path / "s.png")
+    assert res.exit_code == 0, res.output
+    x = np.load(tmp_path / "s.npz")["samples"]
+    assert x.shape == (3, 1, 8, 8) and np.isfinite(x).all()
+    if family == "ddgan":
+        assert_one_line_error(run("sample", run_dir, "--sampler", "langevin", "--steps", 2, "--out", tmp_path / "l.png"),
+                              "DDGAN generator")
+
+
+def test_autoencoder_with_padding_trains_and_crops(tmp_path):
+    """pad 4 around 8x8 digits: 16x16 into the encoder (f = 2, 8x8 latents), 8x8 reconstructions out."""
+    cfg = write_config(tmp_path / "ae.yaml", AE, autoencoder={"pad": 4}, train={"steps": 2})
+    train(load_config(cfg), tmp_path / "ae", progress=False)
+    assert load_checkpoint(tmp_path / "ae").meta["latent_shape"] == [2, 8, 8]
+    res = run("eval", tmp_path / "ae", "--recon", "-n", 20, "--json", tmp_path / "r.json", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "r.json").read_text())["latent_shape"] == [2, 8, 8]
+
+
 def test_latent_checkpoint_refuses_a_different_autoencoder(ae_run, tmp_path):
-    """The autoencoder's weights changed after the latent model was trained: loading, sampling and
-    resuming all stop with one line that names the hash mismatch; nothing is overwritten."""
+    """The autoencoder's weights, or an architecture setting that leaves the weight shapes alone, changed
+    after the latent model was trained: loading, sampling and resuming all stop with one line that names
+    the hash mismatch; nothing is overwritten."""
     ae_copy = tmp_path / "ae"
     shutil.copytree(ae_run, ae_copy)
     run_dir = _latent_run(tmp_path, ae_copy)
+    meta_path = ae_copy / "checkpoint/config.json"
+    original = meta_path.read_text()
+    meta = json.loads(original)
+    meta["config"]["autoencoder"]["norm_groups"] = 2  # GroupNorm(2, C) has the weights of GroupNorm(4, C)
+    meta_path.write_text(json.dumps(meta))
+    load_checkpoint(ae_copy)  # a valid autoencoder checkpoint in itself
+    with pytest.raises(TrilemmaError, match="SHA-256"):
+        sampler_from_checkpoint(load_checkpoint(run_dir))
+    meta_path.write_text(original)
+    sampler_from_checkpoint(load_checkpoint(run_dir))  # the original again: accepted
     weights = ae_copy / "checkpoint/model.safetensors"
     w = load_file(str(weights))
     w["ae.vae.decoder.conv_out.bias"] = w["ae.vae.decoder.conv_out.bias"] + 0.1
@@ -287,3 +354,8 @@ def test_langevin_counts_and_options():
     assert den.nfe == 7 * 3 + 1 and [d["i"] for d in seen] == list(range(22))
     with pytest.raises(ValueError, match="steps_per_level"):
         sample_langevin(den, s, torch.zeros(1, 2), ts, steps_per_level=0)
+    # a VDM schedule has sigma_0 > 0, but t = 0 is still not a level: 7 levels for 7 steps
+    g = LinearGamma()
+    den = CountNFE(CorrelatedGaussianDenoiser(g))
+    sample_langevin(den, g, torch.randn(5, 2, dtype=torch.float64), time_grid(g, 7, "logsnr"), steps_per_level=2)
+    assert den.nfe == 7 * 2 + 1

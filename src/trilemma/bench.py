@@ -27,6 +27,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -167,11 +168,14 @@ def expand_rows(cfg: BenchConfig) -> list[BenchRow]:
                 _fail(where, f"rows[{i}]: spacing {spacing!r} is not one of {', '.join(SPACINGS)}")
             spacing = spacing or default_spacing(sampler)
             langevin = {k: entry[k] for k in ("steps_per_level", "step_size") if k in entry}
-            if langevin and sampler != "langevin":
+            if langevin and "langevin" not in values["sampler"]:
                 _fail(where, f"rows[{i}]: {', '.join(langevin)} are langevin options (sampler is {sampler})")
             k, h = langevin.get("steps_per_level", 1), langevin.get("step_size", LANGEVIN_STEP_SIZE)
-            if not isinstance(k, int) or isinstance(k, bool) or k < 1 or not isinstance(h, (int, float)) or not h > 0:
+            if isinstance(k, bool) or not isinstance(k, int) or k < 1 or isinstance(h, bool) \
+                    or not isinstance(h, (int, float)) or not h > 0:
                 _fail(where, f"rows[{i}]: steps_per_level must be an integer >= 1 and step_size > 0, got {k!r}, {h!r}")
+            if sampler != "langevin":  # the options apply to the entry's langevin rows only
+                k, h = 1, LANGEVIN_STEP_SIZE
             out.append(BenchRow(str(entry["checkpoint"]), sampler, steps, float(eta), spacing, entry.get("label"),
                                 k, float(h)))
     _check_unique(out, where)
@@ -409,7 +413,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
                     "samples_per_second": None, "image": str(floor_img.relative_to(out_dir)), "floor": True, **floor})
 
     bpd = _bits_per_dim(cfg, ckpts, scorer.reference.x, device, progress) if cfg.bpd else {}
-    dens: dict[str, tuple[CountNFE, callable]] = {}
+    dens: dict[str, tuple[CountNFE, Callable]] = {}
     bar = tqdm(rows, desc="bench", disable=not progress)
     for row in bar:
         bar.set_postfix_str(f"{row.label} {row.sampler}-{row.steps}")

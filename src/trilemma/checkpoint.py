@@ -98,9 +98,12 @@ def save_checkpoint(
         "step": step,
         "sample_shape": list(sample_shape),
         "data_shape": list(data_shape or sample_shape),
-        **(extra_meta or {}),
         "config": to_dict(cfg),
     }
+    clash = set(extra_meta or ()) & set(meta)
+    if clash:
+        raise ValueError(f"checkpoint fields {sorted(clash)} would overwrite the standard ones")
+    meta.update(extra_meta or {})
     cpu = lambda d: {k: v.detach().cpu().contiguous() for k, v in d.items()}  # noqa: E731
     files = {
         "config.json": _write_json(meta),

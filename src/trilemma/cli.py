@@ -95,8 +95,8 @@ def _check_resume_config(cfg, out: Path) -> None:
 @click.option("--sampler", type=click.Choice(SAMPLER_CHOICES), default="ddim", help="ddpm = ancestral (the VDM sampler too), ddim, dpmpp = DPM-Solver++(2M), langevin = annealed Langevin dynamics.")
 @click.option("--steps", type=int, default=50, help="Sampling steps (network evaluations); for langevin, noise levels.")
 @click.option("--eta", type=float, default=0.0, help="DDIM noise scale in [0, 1].")
-@click.option("--steps-per-level", type=int, default=1, help="langevin: updates per noise level.")
-@click.option("--step-size", type=float, default=LANGEVIN_STEP_SIZE, help="langevin: step eta = step_size * sigma_t^2.")
+@click.option("--steps-per-level", type=int, default=None, help="langevin: updates per noise level [default: 1].")
+@click.option("--step-size", type=float, default=None, help=f"langevin: step eta = step_size * sigma_t^2 [default: {LANGEVIN_STEP_SIZE}].")
 @click.option("--spacing", type=click.Choice(SPACING_CHOICES), default=None, help="Time grid [default: leading; linspace for dpmpp, logsnr for langevin].")
 @click.option("-n", "num", type=int, default=64, help="Number of samples.")
 @click.option("--seed", type=int, default=0, help="Seed of the initial noise and the sampler's noise.")
@@ -123,6 +123,10 @@ def sample(ckpt, sampler, steps, eta, steps_per_level, step_size, spacing, num, 
 
     if not 0.0 <= eta <= 1.0:
         raise TrilemmaError(f"--eta must be in [0, 1], got {eta}")
+    if sampler != "langevin" and (steps_per_level is not None or step_size is not None):
+        raise TrilemmaError(f"--steps-per-level and --step-size are langevin options (--sampler is {sampler})")
+    steps_per_level = 1 if steps_per_level is None else steps_per_level
+    step_size = LANGEVIN_STEP_SIZE if step_size is None else step_size
     if steps_per_level < 1 or not step_size > 0:
         raise TrilemmaError(f"--steps-per-level must be >= 1 and --step-size > 0, got {steps_per_level}, {step_size}")
     if num < 1:
@@ -149,7 +153,8 @@ def sample(ckpt, sampler, steps, eta, steps_per_level, step_size, spacing, num, 
     out = Path(out)
     raw = out.with_suffix(".npz")
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(raw, samples=x.cpu().numpy(), sampler=sampler, steps=steps, eta=eta, seed=seed, nfe=den.nfe)
+    np.savez(raw, samples=x.cpu().numpy(), sampler=sampler, steps=steps, eta=eta, seed=seed, nfe=den.nfe,
+             **({"steps_per_level": steps_per_level, "step_size": step_size} if sampler == "langevin" else {}))
     if out.suffix.lower() != ".npz":
         reference = None
         if len(x.shape) == 2:

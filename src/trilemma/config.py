@@ -118,7 +118,7 @@ class TrainConfig:
 
 @dataclass
 class SampleConfig:
-    sampler: str = "ddim"  # sampler for the periodic grids: ddpm | ddim | dpmpp
+    sampler: str = "ddim"  # sampler for the periodic grids: ddpm | ancestral | ddim | dpmpp | langevin
     steps: int = 50
     eta: float = 0.0
     spacing: str = "leading"  # time grid: leading | trailing | linspace | quadratic | logsnr

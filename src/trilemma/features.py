@@ -111,13 +111,19 @@ class FeatureNet(nn.Module):
         self.embed = nn.Sequential(nn.Linear(4 * w, cfg.feature_dim), nn.ReLU(inplace=True))
         self.head = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(cfg.feature_dim, cfg.num_classes))
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) in [-1, 1] -> (N, feature_dim)."""
+    def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(N, C, H, W) in [-1, 1] -> the three stages' activations, (N, w, H, W), (N, 2w, H/2, W/2), (N, 4w, H/4, W/4)."""
+        out = []
         for i, stage in enumerate(self.stages):
             if i > 0:
                 x = F.max_pool2d(x, 2)  # 28 -> 14 -> 7, 8 -> 4 -> 2
             x = stage(x)
-        return self.embed(x.mean((2, 3)))  # global average pool: (N, 4w)
+            out.append(x)
+        return out
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) in [-1, 1] -> (N, feature_dim)."""
+        return self.embed(self.stage_outputs(x)[-1].mean((2, 3)))  # global average pool: (N, 4w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

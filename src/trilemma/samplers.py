@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from .errors import TrilemmaError
 from .schedules import Schedule, alpha_sigma_of, posterior
 
 __all__ = [
@@ -153,14 +154,16 @@ def sample_langevin(denoiser, schedule: Schedule, x, ts, *, steps_per_level: int
     """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1) over the grid's noise levels t > 0: at each,
     `steps_per_level` updates z <- z + eta score(z) + sqrt(2 eta) eps with score(z) = -eps_hat(z, t) / sigma_t
     (the model's score of p_t) and eta = step_size * sigma_t^2 (their eta_i proportional to sigma_i^2).
-    Between levels z is rescaled by alpha_s / alpha_t, the factor by which the data's part of z_t grows from t
-    to s in a variance-preserving process. Time 0 has no score: with `denoise` the chain's end is mapped to
-    x0_hat at the last level (one more evaluation, Tweedie's formula), otherwise it is returned as is."""
+    z passes from one level to the next unchanged: neighbouring marginals of a variance-preserving process are
+    close, while rescaling by alpha_s / alpha_t would also amplify the noise part of z (and diverges when
+    alpha_1 is small). The grid's t = 0 is not a level: with `denoise` the chain's end is mapped to x0_hat at the
+    last level (one more evaluation, Tweedie's formula), otherwise it is returned as is. The score needs
+    x0_hat = E[x | z_t]; a DDGAN generator draws a sample instead and is refused by `generate`."""
     if steps_per_level < 1 or not step_size > 0:
         raise ValueError(f"steps_per_level must be >= 1 and step_size > 0, got {steps_per_level}, {step_size}")
     t_list = _times(ts)
     alpha, sigma, _ = _levels(schedule, t_list)
-    levels = [i for i, s in enumerate(sigma) if s > 0]  # every grid time but t = 0
+    levels = [i for i, t in enumerate(t_list) if t > 0]  # every grid time but t = 0 (sigma_0 > 0 for VDM)
     n = 0
     for j, i in enumerate(levels):
         eta = step_size * sigma[i] ** 2
@@ -238,6 +241,9 @@ def generate(
 
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if sampler == "langevin" and any(hasattr(m, "latent_generator") for m in denoiser.modules()):
+        raise TrilemmaError("sampler langevin needs the score -eps_hat / sigma from E[x | z_t]; a DDGAN generator "
+                            "draws x0 at random, so its eps_hat is not a score (use ddpm or ddim)")
     schedule = denoiser.schedule
     generator = torch.Generator().manual_seed(seed)
     if noise is None:

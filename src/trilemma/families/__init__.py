@@ -13,8 +13,8 @@ from __future__ import annotations
 from torch import nn
 
 from ..errors import TrilemmaError
-from .ddgan import DDGAN, GANDenoiser
 from .autoencoder import AutoencoderFamily
+from .ddgan import DDGAN, GANDenoiser
 from .ddpm import DDPM, ddpm_loss
 from .latent import LatentFamily
 from .vdm import VDM, VDMDenoiser
@@ -78,6 +78,6 @@ def bound_from_checkpoint(ck, device=None):
         raise TrilemmaError(f"{ck.path}: a latent model's bound is on its latents' density, not on the images' "
                             "likelihood; bits/dim is defined for pixel-space vdm and ddpm models")
     if not hasattr(FAMILIES[ck.cfg.family], "terms"):
-        raise TrilemmaError(f"{ck.path}: a {ck.cfg.family} model has no likelihood bound (bits/dim needs vdm or ddpm)")
+        raise TrilemmaError(f"{ck.path}: {ck.cfg.family} models have no likelihood bound (bits/dim needs vdm or ddpm)")
     family = _loaded_family(ck, device)
     return (lambda x, u, eps, eps_0: family.terms(family.modules, x, u, eps, eps_0)), family.to_bpd, family.bound_name()

@@ -17,7 +17,7 @@ from torch.nn import functional as F
 
 from ..errors import TrilemmaError
 from ..networks import build_autoencoder
-from ..networks.autoencoder import gaussian_kl
+from .vdm import gaussian_kl
 
 RECON_LOSSES = ("l1", "l2")
 
@@ -52,11 +52,8 @@ def stage_distance(net, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     stage of the feature classifier, activations normalised to unit length over channels, squared difference
     averaged over positions; summed over stages."""
     d = x.new_zeros(x.shape[0])
-    for i, stage in enumerate(net.stages):
-        if i > 0:
-            x, y = F.max_pool2d(x, 2), F.max_pool2d(y, 2)
-        x, y = stage(x), stage(y)
-        d = d + (F.normalize(x, dim=1) - F.normalize(y, dim=1)).square().sum(1).flatten(1).mean(1)
+    for fx, fy in zip(net.stage_outputs(x), net.stage_outputs(y)):
+        d = d + (F.normalize(fx, dim=1) - F.normalize(fy, dim=1)).square().sum(1).flatten(1).mean(1)
     return d
 
 
@@ -81,6 +78,12 @@ class AutoencoderFamily:
                                 f"{a.kl_weight}, {a.perceptual}, {a.scale_images}")
         if cfg.latent.autoencoder:
             raise TrilemmaError("latent.autoencoder: an autoencoder is trained on images, not on another one's latents")
+        if a.perceptual:
+            from ..features import FEATURE_NETS
+
+            if cfg.data.name not in FEATURE_NETS:
+                raise TrilemmaError(f"autoencoder.perceptual: {cfg.data.name} has no feature classifier (shipped: "
+                                    f"{', '.join(FEATURE_NETS)}); set autoencoder.perceptual: 0")
         self.modules = nn.ModuleDict({"ae": build_autoencoder(a, sample_shape)})
         self.sample_shape = tuple(sample_shape)
         self.latent_shape = self.modules["ae"].latent_shape

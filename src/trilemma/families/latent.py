@@ -4,30 +4,54 @@ A latent model is a ddpm, vdm or ddgan config with `latent.autoencoder` naming a
 `LatentFamily` wraps the inner family: the inner family is built on the latent shape (c, h, w) and sees
 latents z = latent_scale * E[z | x] (encoded once at the start with `latent.cache`, else every batch);
 its samples go through the decoder g. The autoencoder is frozen and not part of the latent checkpoint: the
-checkpoint names it by path and by the SHA-256 of its weights, and refuses an autoencoder whose weights differ.
+checkpoint names it by path and by a SHA-256 of its weights and architecture, and refuses an autoencoder
+that differs.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
 
 import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint
+from ..config import to_dict
 from ..data import Dataset
 from ..errors import TrilemmaError
 from .autoencoder import encode_all
 
 
+def autoencoder_sha256(ck) -> str:
+    """What a latent model was trained on: SHA-256 over the autoencoder checkpoint's weights file and its
+    `autoencoder` config section (settings such as norm_groups change the computation, not the weight shapes)."""
+    h = hashlib.sha256()
+    with open(ck.path / "model.safetensors", "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    h.update(json.dumps(to_dict(ck.cfg)["autoencoder"], sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _same_images(a, b) -> bool:
+    """Whether two data configs give the same images (the data directory matters only for a folder)."""
+    if a.name != "folder":
+        a, b = dataclasses.replace(a, root=None), dataclasses.replace(b, root=None)
+    toy_only = {"n": 1, "seed": 0, "toy": "grid25", "unit_variance": True}  # keys that do not apply to images
+    return dataclasses.replace(a, **toy_only) == dataclasses.replace(b, **toy_only)
+
+
 def load_autoencoder(path: str, device=None):
-    """(the frozen EMA autoencoder module in eval mode, its checkpoint, the SHA-256 of its weights file)."""
-    from ..features import file_sha256
+    """(the frozen EMA autoencoder module in eval mode, its checkpoint, `autoencoder_sha256` of it)."""
     from . import _loaded_family
 
     ck = load_checkpoint(path)
     if ck.cfg.family != "autoencoder":
         raise TrilemmaError(f"latent.autoencoder: {ck.path} is a {ck.cfg.family} checkpoint, not an autoencoder")
     ae = _loaded_family(ck, device).modules["ae"].requires_grad_(False)
-    return ae, ck, file_sha256(ck.path / "model.safetensors")
+    return ae, ck, autoencoder_sha256(ck)
 
 
 class LatentFamily:
@@ -41,14 +65,15 @@ class LatentFamily:
         self.cfg = cfg
         self.ae, ae_ck, self.autoencoder_sha256 = load_autoencoder(cfg.latent.autoencoder)
         if meta is not None:
-            recorded = (meta.get("autoencoder") or {}).get("sha256")
+            recorded = meta.get("autoencoder")
+            recorded = recorded.get("sha256") if isinstance(recorded, dict) else None
             if recorded != self.autoencoder_sha256:
                 raise TrilemmaError(
-                    f"{where}: trained on the autoencoder with weights SHA-256 {str(recorded)[:16]}..., but "
+                    f"{where}: trained on the autoencoder with SHA-256 {str(recorded)[:16]}..., but "
                     f"{ae_ck.path} has {self.autoencoder_sha256[:16]}... (retrained or replaced); point "
                     "latent.autoencoder at the autoencoder this model was trained on")
         ae_data = ae_ck.cfg.data
-        if ae_data.name != cfg.data.name or tuple(self.ae.data_shape) != tuple(data_shape):
+        if not _same_images(ae_data, cfg.data) or tuple(self.ae.data_shape) != tuple(data_shape):
             raise TrilemmaError(f"latent.autoencoder: {ae_ck.path} was trained on {ae_data.name} images of shape "
                                 f"{tuple(self.ae.data_shape)}, not on this config's {cfg.data.name} {tuple(data_shape)}")
         if cfg.family == "vdm" and cfg.vdm.fourier:
@@ -63,6 +88,7 @@ class LatentFamily:
         if hasattr(self.inner, "levels"):
             self.inner.levels = None  # a bound on latents uses a continuous (Gaussian) decoder
         self.modules, self.phases = self.inner.modules, self.inner.phases
+        self._encoded: tuple[torch.Tensor, torch.Tensor] | None = None  # (batch, its latents) without the cache
 
     def ema_names(self) -> list[str]:
         return self.inner.ema_names()
@@ -84,8 +110,10 @@ class LatentFamily:
     def loss(self, phase: str, modules: nn.ModuleDict, x: torch.Tensor, rng, step: int) -> torch.Tensor:
         """The inner family's per-sample loss on the batch's latents."""
         if not self.cfg.latent.cache:
-            with torch.no_grad():
-                x = self.ae.to(x.device).encode(x)
+            if self._encoded is None or self._encoded[0] is not x:  # once per batch, not once per phase (ddgan)
+                with torch.no_grad():
+                    self._encoded = (x, self.ae.to(x.device).encode(x))
+            x = self._encoded[1]
         return self.inner.loss(phase, modules, x, rng, step)
 
     @torch.no_grad()

@@ -95,10 +95,17 @@ def decoder_nll(x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor, leve
     return (norm - own).flatten(1).sum(1)
 
 
+def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, I)) per sample (B,), summed over coordinates (Kingma & Welling 2014,
+    appendix B): 0.5 sum(mean^2 + var - 1 - logvar)."""
+    return (0.5 * (mean.square() + logvar.exp() - 1.0 - logvar)).flatten(1).sum(1)
+
+
 def prior_kl(x: torch.Tensor, gamma_1: torch.Tensor) -> torch.Tensor:
-    """KL(q(z_1 | x) || N(0, I)) per sample (B,), VDM's prior loss: q(z_1 | x) = N(alpha_1 x, sigma_1^2 I)."""
-    a2, s2 = torch.sigmoid(-gamma_1), torch.sigmoid(gamma_1)
-    return (0.5 * (s2 + a2 * x.square() - F.logsigmoid(gamma_1) - 1)).flatten(1).sum(1)
+    """KL(q(z_1 | x) || N(0, I)) per sample (B,), VDM's prior loss: q(z_1 | x) = N(alpha_1 x, sigma_1^2 I), with
+    log sigma_1^2 = logsigmoid(gamma_1) (stable for any gamma_1)."""
+    alpha_1, log_var = (_bcast(v, x) for v in (torch.sigmoid(-gamma_1).sqrt(), F.logsigmoid(gamma_1)))
+    return gaussian_kl(alpha_1 * x, log_var.expand_as(x))
 
 
 def bits_per_dim(nats: torch.Tensor, dims: int) -> torch.Tensor:

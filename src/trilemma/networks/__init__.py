@@ -1,8 +1,8 @@
 """Backbones: an MLP for 2-D data, diffusers' UNet2DModel for images; DDGAN's generators and
 discriminators on the same pieces."""
 
-from .discriminator import ConvDiscriminator, MLPDiscriminator
 from .autoencoder import Autoencoder, build_vae
+from .discriminator import ConvDiscriminator, MLPDiscriminator
 from .mlp import MLP, FourierInput, timestep_embedding
 from .unet import GANUNet, UNet, build_unet
 
@@ -110,8 +110,11 @@ def build_autoencoder(ae_cfg, data_shape: tuple[int, ...]) -> Autoencoder:
         raise TrilemmaError(f"family autoencoder needs images, not samples of shape {tuple(data_shape)}")
     if ae_cfg.pad < 0:
         raise TrilemmaError(f"autoencoder.pad must be >= 0, got {ae_cfg.pad}")
-    if not ae_cfg.channels or any(c % ae_cfg.norm_groups for c in ae_cfg.channels):
-        raise TrilemmaError(f"autoencoder.channels {ae_cfg.channels} must be non-empty multiples of "
+    if ae_cfg.norm_groups < 1 or ae_cfg.layers_per_block < 1:
+        raise TrilemmaError(f"autoencoder.norm_groups and .layers_per_block must be >= 1, got {ae_cfg.norm_groups}, "
+                            f"{ae_cfg.layers_per_block}")
+    if not ae_cfg.channels or any(c < 1 or c % ae_cfg.norm_groups for c in ae_cfg.channels):
+        raise TrilemmaError(f"autoencoder.channels {ae_cfg.channels} must be non-empty positive multiples of "
                             f"autoencoder.norm_groups ({ae_cfg.norm_groups})")
     if ae_cfg.latent_channels < 1:
         raise TrilemmaError(f"autoencoder.latent_channels must be >= 1, got {ae_cfg.latent_channels}")

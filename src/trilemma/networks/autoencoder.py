@@ -96,8 +96,3 @@ class Autoencoder(nn.Module):
         z = mean if noise is None else mean + torch.exp(0.5 * logvar) * noise
         return self.decode_raw(z), mean, logvar
 
-
-def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean, exp(logvar)) || N(0, I)) per sample, summed over latent coordinates (Kingma & Welling 2014,
-    appendix B): 0.5 sum(mean^2 + var - 1 - logvar)."""
-    return 0.5 * (mean.square() + logvar.exp() - 1.0 - logvar).flatten(1).sum(1)
