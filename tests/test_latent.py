@@ -144,6 +144,24 @@ def test_eval_recon_reports_psnr_and_fd(ae_run, tmp_path):
     assert_one_line_error(run("eval", ae_run, "--bpd"), "no likelihood bound")
 
 
+def test_autoencoder_exports_to_diffusers(ae_run, tmp_path):
+    """The exported AutoencoderKL reproduces our encoder mean and decoder; scaling_factor is the latent scale."""
+    from diffusers import AutoencoderKL
+
+    res = run("export", ae_run, tmp_path / "vae", "--format", "diffusers")
+    assert res.exit_code == 0 and "AutoencoderKL" in res.output, res.output
+    vae = AutoencoderKL.from_pretrained(str(tmp_path / "vae")).eval()
+    ck = load_checkpoint(ae_run)
+    ae = _loaded_family(ck).modules["ae"]
+    assert vae.config.scaling_factor == pytest.approx(ck.meta["latent_scale"])
+    x = load_dataset(ck.cfg.data, "test").x[:5]
+    with torch.no_grad():
+        z = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
+        torch.testing.assert_close(z, ae.encode(x))
+        torch.testing.assert_close(vae.decode(z / vae.config.scaling_factor).sample, ae.decode(z))
+    assert_one_line_error(run("export", ae_run, tmp_path / "vae"), "not empty")
+
+
 def test_psnr_closed_form():
     x = torch.zeros(2, 1, 4, 4)
     y = x + torch.tensor([0.1, 0.2]).view(2, 1, 1, 1)

@@ -170,7 +170,8 @@ def sample(ckpt, sampler, steps, eta, steps_per_level, step_size, spacing, num, 
 @click.argument("out", type=click.Path(file_okay=False))
 @click.option("--format", "fmt", type=click.Choice(["diffusers"]), default="diffusers", help="Export format.")
 def export(ckpt, out, fmt):
-    """Export CKPT (a checkpoint or run directory) to OUT.
+    """Export CKPT (a checkpoint or run directory) to OUT: a ddpm model as a DDIMPipeline, an autoencoder as
+    an AutoencoderKL (scaling_factor = its latent scale; it takes images padded by autoencoder.pad).
 
     \b
     Example:
@@ -180,8 +181,10 @@ def export(ckpt, out, fmt):
     from .checkpoint import load_checkpoint
     from .export import export_diffusers
 
-    path = export_diffusers(load_checkpoint(ckpt), out)
-    click.echo(f"diffusers DDIMPipeline written to {path}")
+    ck = load_checkpoint(ckpt)
+    path = export_diffusers(ck, out)
+    kind = "AutoencoderKL" if ck.cfg.family == "autoencoder" else "DDIMPipeline"
+    click.echo(f"diffusers {kind} written to {path}")
 
 
 @main.command("eval")

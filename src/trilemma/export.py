@@ -1,4 +1,5 @@
-"""Export a DDPM-family image checkpoint to a diffusers pipeline folder (DDIMPipeline)."""
+"""Export to diffusers: a DDPM-family image checkpoint as a DDIMPipeline folder, an autoencoder as an
+AutoencoderKL folder."""
 
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ def export_diffusers(ck: Checkpoint, out: str | Path) -> Path:
 
     out = Path(out)
     cfg = ck.cfg
+    if cfg.family == "autoencoder":
+        return export_autoencoder(ck, out)
     if cfg.family != "ddpm":
         raise TrilemmaError(f"{ck.path}: export --format diffusers supports ddpm-family checkpoints, not {cfg.family!r}")
     if cfg.latent.autoencoder:
@@ -60,4 +63,19 @@ def export_diffusers(ck: Checkpoint, out: str | Path) -> Path:
     scheduler = ddim_scheduler_for(cfg)
     pipe = DDIMPipeline(unet=net.unet.to(torch.float32), scheduler=scheduler)
     pipe.save_pretrained(str(out), safe_serialization=True)
+    return out
+
+
+def export_autoencoder(ck: Checkpoint, out: str | Path) -> Path:
+    """Write `out/` loadable by `diffusers.AutoencoderKL.from_pretrained(out)`, with `scaling_factor` set to the
+    checkpoint's latent scale. diffusers has no padding step: the exported model takes images already padded by
+    `autoencoder.pad` pixels of -1 on every side (Fashion-MNIST: 32x32) and returns them padded."""
+    from .families import _loaded_family
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise TrilemmaError(f"{out}: already exists and is not empty; choose another output folder")
+    ae = _loaded_family(ck).modules["ae"]
+    ae.vae.register_to_config(scaling_factor=ae.latent_scale.item())
+    ae.vae.to(torch.float32).save_pretrained(str(out), safe_serialization=True)
     return out
