@@ -47,9 +47,10 @@ def _train_step(family, x: torch.Tensor, seed: int):
 
     def step():
         mods.train()
+        batch = x.clone()  # a new batch object each step, as the loader gives (so nothing is memoised across steps)
         for phase, names in family.phases.items():
             with _frozen([mods[n] for n in mods if n not in names]):
-                family.loss(phase, mods, x, rng, 0).mean().backward()
+                family.loss(phase, mods, batch, rng, 0).mean().backward()
             opts[phase].step()
             opts[phase].zero_grad(set_to_none=True)
     return step
