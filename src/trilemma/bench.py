@@ -20,7 +20,6 @@ import html
 import itertools
 import json
 import math
-import os
 import platform
 import re
 import subprocess
