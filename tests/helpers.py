@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import yaml
+from click.testing import CliRunner
 
 TOY = {
     "family": "ddpm",
@@ -58,3 +59,19 @@ def write_config(path: Path, cfg: dict, **sections) -> Path:
         out[k] = {**out.get(k, {}), **v} if isinstance(v, dict) else v
     path.write_text(yaml.safe_dump(out))
     return path
+
+
+def run(*args):
+    """`trilemma ARGS` in-process; exceptions other than the CLI's own exits propagate."""
+    from trilemma.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_one_line_error(res, *fragments):
+    """Bad input: exit code 2 and a single line on the output, containing every fragment."""
+    assert res.exit_code == 2, (res.exit_code, res.output)
+    lines = [line for line in res.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in res.output, res.output
+    for f in fragments:
+        assert f in lines[0], (f, lines[0])

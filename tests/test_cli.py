@@ -11,25 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
-from helpers import DIGITS, TOY, write_config
+from helpers import DIGITS, TOY, assert_one_line_error, run, write_config
 from trilemma.checkpoint import save_checkpoint
-from trilemma.cli import main
 from trilemma.config import load_config
 from trilemma.families import build_family
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_one_line_error(res, *fragments):
-    assert res.exit_code == 2, (res.exit_code, res.output)
-    lines = [line for line in res.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in res.output, res.output
-    for f in fragments:
-        assert f in lines[0], (f, lines[0])
 
 
 def test_unknown_and_mistyped_config_keys(tmp_path):

@@ -6,17 +6,15 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from helpers import DIGITS, write_config
+from helpers import DIGITS, assert_one_line_error, run, write_config
 from trilemma.checkpoint import load_checkpoint
-from trilemma.cli import main
 from trilemma.config import AutoencoderConfig, load_config
 from trilemma.data import load_dataset
 from trilemma.errors import TrilemmaError
-from trilemma.families import _loaded_family, build_family, sampler_from_checkpoint
+from trilemma.families import autoencoder_from_checkpoint, build_family, sampler_from_checkpoint
 from trilemma.families.autoencoder import measure_latent_scale, psnr
 from trilemma.families.latent import autoencoder_sha256
 from trilemma.networks import build_autoencoder
@@ -40,16 +38,6 @@ LATENT = {
 }
 
 
-def run(*args):
-    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_one_line_error(res, *fragments):
-    assert res.exit_code == 2, (res.exit_code, res.output)
-    lines = [line for line in res.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in res.output, res.output
-    for f in fragments:
-        assert f in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +109,7 @@ def test_trained_autoencoder_saves_its_latent_scale(ae_run):
     ck = load_checkpoint(ae_run)
     assert ck.meta["latent_scale"] == pytest.approx(ck.weights["ae.latent_scale"].item(), rel=1e-7)
     assert ck.meta["latent_shape"] == [2, 4, 4] and ck.meta["data_shape"] == [1, 8, 8]
-    ae = _loaded_family(ck).modules["ae"]
+    ae = autoencoder_from_checkpoint(ck)
     with torch.no_grad():
         z = ae.encode(load_dataset(ck.cfg.data, "train").x[:300])
     assert z.double().std().item() == pytest.approx(1.0, abs=1e-4)
@@ -136,7 +124,7 @@ def test_eval_recon_reports_psnr_and_fd(ae_run, tmp_path):
     assert "PSNR (dB)" in res.output and "FD-digits of reconstructions" in res.output
     out = json.loads((tmp_path / "r.json").read_text())
     ck = load_checkpoint(ae_run)
-    ae = _loaded_family(ck).modules["ae"]
+    ae = autoencoder_from_checkpoint(ck)
     x = load_dataset(ck.cfg.data, "test").x[:40]
     with torch.no_grad():
         expected = psnr(ae.decode(ae.encode(x)), x).mean().item()
@@ -152,7 +140,7 @@ def test_autoencoder_exports_to_diffusers(ae_run, tmp_path):
     assert res.exit_code == 0 and "AutoencoderKL" in res.output, res.output
     vae = AutoencoderKL.from_pretrained(str(tmp_path / "vae")).eval()
     ck = load_checkpoint(ae_run)
-    ae = _loaded_family(ck).modules["ae"]
+    ae = autoencoder_from_checkpoint(ck)
     assert vae.config.scaling_factor == pytest.approx(ck.meta["latent_scale"])
     x = load_dataset(ck.cfg.data, "test").x[:5]
     with torch.no_grad():
@@ -179,7 +167,7 @@ def test_latent_ddpm_trains_on_latents_and_samples_images(ae_run, tmp_path):
     den, decode = sampler_from_checkpoint(ck)
     z = generate(den, 4, ck.sample_shape, sampler="ddim", steps=3, seed=5)
     assert z.shape == (4, 2, 4, 4)
-    ae = _loaded_family(load_checkpoint(ae_run)).modules["ae"]
+    ae = autoencoder_from_checkpoint(load_checkpoint(ae_run))
     with torch.no_grad():
         torch.testing.assert_close(decode(z), ae.decode(z))
     res = run("sample", run_dir, "--steps", 3, "-n", 4, "--seed", 5, "--out", tmp_path / "s.png")

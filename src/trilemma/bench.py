@@ -358,13 +358,13 @@ def _generate_timed(den, decode, ck, row: BenchRow, noise: torch.Tensor, seed: i
 def _bits_per_dim(cfg: BenchConfig, ckpts: dict, reference: torch.Tensor, device, progress: bool) -> dict:
     """{checkpoint: {"bpd", "bpd_ci95"}} for every checkpoint whose family has a variational bound, on the
     reference split (the same images and draws for each); checkpoints without one (ddgan) are left out."""
-    from .families import FAMILIES, bound_from_checkpoint
+    from .families import bound_from_checkpoint, no_bound_reason
     from .metrics.likelihood import evaluate_bound
 
     x = reference[: cfg.bpd_images] if cfg.bpd_images else reference
     out = {}
     for path, ck in ckpts.items():
-        if not hasattr(FAMILIES[ck.cfg.family], "terms") or ck.cfg.latent.autoencoder:
+        if no_bound_reason(ck):
             continue  # ddgan has no bound; a latent model's bound is not one on the images
         terms_fn, to_bpd, _ = bound_from_checkpoint(ck, device)
         res = evaluate_bound(terms_fn, x, to_bpd=to_bpd, batch_size=cfg.batch_size, draws=cfg.bpd_draws, seed=0,

@@ -245,12 +245,10 @@ def eval_(ckpt, bpd, recon, split, draws, num, batch_size, seed, json_out, devic
 def _eval_recon(ck, split, num, batch_size, device, quiet) -> dict:
     """`trilemma eval --recon`: print and return an autoencoder's reconstruction metrics on a split."""
     from .data import describe, load_dataset
-    from .families import _loaded_family
+    from .families import autoencoder_from_checkpoint
     from .families.autoencoder import evaluate_reconstruction
 
-    if ck.cfg.family != "autoencoder":
-        raise TrilemmaError(f"{ck.path}: --recon evaluates an autoencoder checkpoint, not a {ck.cfg.family} model")
-    ae = _loaded_family(ck, device).modules["ae"]
+    ae = autoencoder_from_checkpoint(ck, device, "--recon: ")
     data = load_dataset(ck.cfg.data, split)
     x = data.x[:num] if num else data.x
     t0 = time.perf_counter()

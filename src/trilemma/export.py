@@ -70,12 +70,12 @@ def export_autoencoder(ck: Checkpoint, out: str | Path) -> Path:
     """Write `out/` loadable by `diffusers.AutoencoderKL.from_pretrained(out)`, with `scaling_factor` set to the
     checkpoint's latent scale. diffusers has no padding step: the exported model takes images already padded by
     `autoencoder.pad` pixels of -1 on every side (Fashion-MNIST: 32x32) and returns them padded."""
-    from .families import _loaded_family
+    from .families import autoencoder_from_checkpoint
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise TrilemmaError(f"{out}: already exists and is not empty; choose another output folder")
-    ae = _loaded_family(ck).modules["ae"]
+    ae = autoencoder_from_checkpoint(ck)
     ae.vae.register_to_config(scaling_factor=ae.latent_scale.item())
     ae.vae.to(torch.float32).save_pretrained(str(out), safe_serialization=True)
     return out

@@ -34,7 +34,8 @@ def build_family(cfg, data_shape: tuple[int, ...], meta: dict | None = None, whe
 
 
 __all__ = ["DDPM", "DDGAN", "VDM", "VDMDenoiser", "GANDenoiser", "AutoencoderFamily", "LatentFamily", "FAMILIES",
-           "build_family", "ddpm_loss", "denoiser_from_checkpoint", "sampler_from_checkpoint", "decoder_of", "bound_from_checkpoint"]
+           "build_family", "ddpm_loss", "denoiser_from_checkpoint", "sampler_from_checkpoint", "decoder_of", "bound_from_checkpoint",
+           "no_bound_reason", "autoencoder_from_checkpoint"]
 
 
 def data_shape_of(ck) -> tuple[int, ...]:
@@ -54,9 +55,17 @@ def _loaded_family(ck, device=None):
 
 
 def denoiser_from_checkpoint(ck, device=None):
-    """The EMA denoiser of a loaded checkpoint (`checkpoint.load_checkpoint`), in eval mode."""
-    family = _loaded_family(ck, device)
-    return family.denoiser(family.modules)
+    """The EMA denoiser of a loaded checkpoint (`checkpoint.load_checkpoint`), in eval mode (a latent
+    model's works on latents: `sampler_from_checkpoint` also gives its decoder)."""
+    return sampler_from_checkpoint(ck, device)[0]
+
+
+def autoencoder_from_checkpoint(ck, device=None, where: str = ""):
+    """The EMA `Autoencoder` module of a loaded autoencoder checkpoint, in eval mode; `where` prefixes the
+    error for any other kind of checkpoint."""
+    if ck.cfg.family != "autoencoder":
+        raise TrilemmaError(f"{where}{ck.path} is a {ck.cfg.family} checkpoint, not an autoencoder")
+    return _loaded_family(ck, device).modules["ae"]
 
 
 def decoder_of(family):
@@ -71,13 +80,22 @@ def sampler_from_checkpoint(ck, device=None):
     return family.denoiser(family.modules), decoder_of(family)
 
 
+def no_bound_reason(ck) -> str | None:
+    """Why a checkpoint has no variational bound on the images' -log p(x) (ddgan, autoencoder, any latent
+    model), or None when it has one."""
+    if ck.cfg.latent.autoencoder:
+        return ("a latent model's bound is on its latents' density, not on the images' likelihood; bits/dim is "
+                "defined for pixel-space vdm and ddpm models")
+    if not hasattr(FAMILIES[ck.cfg.family], "terms"):
+        return f"{ck.cfg.family} models have no likelihood bound (bits/dim needs vdm or ddpm)"
+    return None
+
+
 def bound_from_checkpoint(ck, device=None):
     """(terms_fn, to_bpd, name) of a checkpoint's variational bound on -log p(x), for
-    `metrics.likelihood.evaluate_bound`; a TrilemmaError for a family without one (DDGAN)."""
-    if ck.cfg.latent.autoencoder:
-        raise TrilemmaError(f"{ck.path}: a latent model's bound is on its latents' density, not on the images' "
-                            "likelihood; bits/dim is defined for pixel-space vdm and ddpm models")
-    if not hasattr(FAMILIES[ck.cfg.family], "terms"):
-        raise TrilemmaError(f"{ck.path}: {ck.cfg.family} models have no likelihood bound (bits/dim needs vdm or ddpm)")
+    `metrics.likelihood.evaluate_bound`; a TrilemmaError where `no_bound_reason` gives one."""
+    reason = no_bound_reason(ck)
+    if reason:
+        raise TrilemmaError(f"{ck.path}: {reason}")
     family = _loaded_family(ck, device)
     return (lambda x, u, eps, eps_0: family.terms(family.modules, x, u, eps, eps_0)), family.to_bpd, family.bound_name()

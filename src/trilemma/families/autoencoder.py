@@ -24,27 +24,22 @@ RECON_LOSSES = ("l1", "l2")
 
 @torch.no_grad()
 def encode_all(ae, x: torch.Tensor, batch_size: int = 500, device=None, progress: bool = False,
-               desc: str = "encode") -> torch.Tensor:
-    """ae.encode over x (N, ...) in batches on `device`: the scaled latents (N, c, h, w), on the CPU."""
+               desc: str = "encode", scaled: bool = True) -> torch.Tensor:
+    """ae.encode over x (N, ...) in batches on `device`: the scaled latents (N, c, h, w), on the CPU (with
+    `scaled` false, the posterior means before the latent scale)."""
     from tqdm.auto import tqdm
 
     device = torch.device(device or "cpu")
+    encode = ae.encode if scaled else (lambda xb: ae.posterior(xb)[0])
     out = []
     for i in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress, leave=False):
-        out.append(ae.encode(x[i : i + batch_size].to(device)).float().cpu())
+        out.append(encode(x[i : i + batch_size].to(device)).float().cpu())
     return torch.cat(out)
 
 
-@torch.no_grad()
 def measure_latent_scale(ae, x: torch.Tensor, batch_size: int = 500, device=None) -> float:
     """1 / std of the unscaled posterior means E[z | x] over all coordinates of the images x (LDM, sec. 4.3.2)."""
-    old = ae.latent_scale.clone()
-    ae.latent_scale.fill_(1.0)
-    try:
-        z = encode_all(ae, x, batch_size, device)
-    finally:
-        ae.latent_scale.copy_(old)
-    return 1.0 / z.double().std().item()
+    return 1.0 / encode_all(ae, x, batch_size, device, scaled=False).double().std().item()
 
 
 def stage_distance(net, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -45,12 +45,10 @@ def _same_images(a, b) -> bool:
 
 def load_autoencoder(path: str, device=None):
     """(the frozen EMA autoencoder module in eval mode, its checkpoint, `autoencoder_sha256` of it)."""
-    from . import _loaded_family
+    from . import autoencoder_from_checkpoint
 
     ck = load_checkpoint(path)
-    if ck.cfg.family != "autoencoder":
-        raise TrilemmaError(f"latent.autoencoder: {ck.path} is a {ck.cfg.family} checkpoint, not an autoencoder")
-    ae = _loaded_family(ck, device).modules["ae"].requires_grad_(False)
+    ae = autoencoder_from_checkpoint(ck, device, "latent.autoencoder: ").requires_grad_(False)
     return ae, ck, autoencoder_sha256(ck)
 
 
