@@ -48,7 +48,8 @@ def test_rows_expand_as_a_product_and_bad_rows_are_named(tmp_path):
         ({"checkpoint": "a", "sampler": "ddim", "steps": 5, "etaa": 1}, "rows[0]: unknown key 'etaa'"),
         ({"checkpoint": "a", "sampler": "heun", "steps": 5}, "sampler 'heun'"),
         ({"checkpoint": "a", "sampler": "ddim", "steps": 0}, "steps must be a positive integer"),
-        ({"checkpoint": "a", "sampler": "dpmpp", "steps": 5, "eta": 1}, "eta is a DDIM option"),
+        ({"checkpoint": "a", "sampler": "dpmpp", "steps": 5, "eta": 1}, "eta is not an option of sampler dpmpp"),
+        ({"checkpoint": "a", "sampler": "dpmpp", "steps": 5, "eta": 0}, "eta is not an option of sampler dpmpp"),
         ({"checkpoint": "a", "sampler": "ddim"}, "missing key 'steps'"),
         ({"checkpoint": "a", "sampler": "ddim", "steps": [5, 5]}, "repeat the same"),
     ]
@@ -116,9 +117,14 @@ def test_rows_share_noise_and_reruns_are_identical(tmp_path):
     cfg = BenchConfig(num_samples=64, batch_size=64, rows=rows)
     a = run_bench(cfg, tmp_path / "a", progress=False)
     b = run_bench(BenchConfig(num_samples=64, batch_size=16, rows=rows), tmp_path / "b", progress=False)
-    strip = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "seconds_per_batch", "samples_per_second")}  # noqa: E731
-    # batch size changes timing only: the same x_T per seed gives the same deterministic DDIM samples
-    assert strip(a["rows"][1]) == strip(b["rows"][1])
+    timing = ("seconds", "seconds_per_batch", "samples_per_second")
+    # batch size changes timing only: the same x_T per seed gives the same DDIM samples up to the float rounding
+    # of a batched matmul (a width-32 float32 MLP, 3 steps: ~1e-6 relative), so equal scores to 1e-5
+    ra, rb = a["rows"][1], b["rows"][1]
+    assert ra.keys() == rb.keys()
+    for k in ra:
+        if k not in timing:
+            assert rb[k] == (pytest.approx(ra[k], rel=1e-5) if isinstance(ra[k], float) else ra[k]), k
     c = run_bench(BenchConfig(num_samples=64, batch_size=64, seeds=[0, 1], rows=rows), tmp_path / "c", progress=False)
     assert "SW_std" in c["rows"][1] and c["rows"][1]["SW"] != a["rows"][1]["SW"]
 
@@ -174,8 +180,7 @@ def test_a_toy_in_its_own_coordinates_joins_a_unit_variance_table(tmp_path):
     cfg = BenchConfig(num_samples=256, batch_size=256, rows=rows)
     got = run_bench(cfg, tmp_path / "out", progress=False)["rows"][2]
     ck, cpu = load_checkpoint(a), torch.device("cpu")
-    noise = torch.randn((256, 2), generator=torch.Generator().manual_seed(0))
-    x = generate(denoiser_from_checkpoint(ck, cpu), 0, (2,), sampler="ddim", steps=2, noise=noise)
+    x = generate(denoiser_from_checkpoint(ck, cpu), 256, (2,), sampler="ddim", steps=2, seed=0)
     want = Scorer(ck.cfg.data, cfg, cpu).score(x * (8 ** -0.5), 0)
     assert {k: got[k] for k in want} == pytest.approx(want)
 

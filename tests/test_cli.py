@@ -16,6 +16,7 @@ from helpers import DIGITS, TOY, assert_one_line_error, run, write_config
 from trilemma.checkpoint import save_checkpoint
 from trilemma.config import load_config
 from trilemma.families import build_family
+from trilemma.samplers import initial_noise
 
 
 
@@ -108,7 +109,7 @@ def test_sample_writes_plot_and_npz_and_honours_noise(tmp_path):
     assert (tmp_path / "a.png").stat().st_size > 0
     a = np.load(tmp_path / "a.npz")
     assert a["samples"].shape == (6, 1, 8, 8) and int(a["nfe"]) == 4
-    noise = torch.randn(6, 1, 8, 8, generator=torch.Generator().manual_seed(1)).numpy()
+    noise = initial_noise(6, (1, 8, 8), seed=1).numpy()  # the x_T that --seed 1 draws
     np.save(tmp_path / "noise.npy", noise)
     run("sample", ck, "--sampler", "dpmpp", "--steps", "4", "--noise", tmp_path / "noise.npy", "--out", tmp_path / "b.npz")
     np.testing.assert_array_equal(np.load(tmp_path / "b.npz")["samples"], a["samples"])
@@ -126,7 +127,9 @@ def test_export_loads_in_diffusers_and_matches_our_ddim(tmp_path, prediction):
     pipe = DDIMPipeline.from_pretrained(str(tmp_path / "exp"))
     ref = pipe(batch_size=5, generator=torch.Generator().manual_seed(3), num_inference_steps=10, eta=0.0,
                output_type="np").images  # (N, H, W, C) in [0, 1]
-    run("sample", ck, "--sampler", "ddim", "--steps", "10", "-n", "5", "--seed", "3", "--out", tmp_path / "o.npz")
+    # the pipeline's x_T: torch.randn of the whole batch under its generator; DDIM at eta 0 draws nothing else
+    np.save(tmp_path / "x_T.npy", torch.randn((5, 1, 8, 8), generator=torch.Generator().manual_seed(3)).numpy())
+    run("sample", ck, "--sampler", "ddim", "--steps", "10", "--noise", tmp_path / "x_T.npy", "--out", tmp_path / "o.npz")
     ours = np.load(tmp_path / "o.npz")["samples"]
     ours01 = np.clip(ours / 2 + 0.5, 0, 1).transpose(0, 2, 3, 1)
     assert 0.02 < ref.std(), "the comparison is not between constant images"

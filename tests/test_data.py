@@ -1,8 +1,12 @@
 """Tests for trilemma.data: toy generators, digits, Fashion-MNIST IDX parsing, image folders, the loader."""
 
 import gzip
+import json
 import math
 import struct
+import subprocess
+import sys
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +49,22 @@ def test_config_rejects_unknown_names():
         DataConfig(name="folder")  # needs a root
     with pytest.raises(TrilemmaError):
         load_dataset(DataConfig(), split="val")
+
+
+@pytest.mark.parametrize("kwargs, key", [
+    ({"n": 0}, "data.n"), ({"n": 10**12}, "data.n"), ({"seed": -1}, "data.seed"),
+    ({"image_size": 0}, "data.image_size"), ({"image_size": 100_000}, "data.image_size"),
+    ({"channels": 2}, "data.channels"),
+])
+def test_config_rejects_out_of_range_values(kwargs, key):
+    from trilemma.config import from_dict
+
+    with pytest.raises(TrilemmaError, match=key) as e:
+        DataConfig(**kwargs)
+    assert "\n" not in str(e.value)
+    with pytest.raises(TrilemmaError) as e:  # from a config file: the file, then the key
+        from_dict(DataConfig, kwargs, "run.yaml", "data.")
+    assert str(e.value).startswith(f"run.yaml: {key} must") and "\n" not in str(e.value), str(e.value)
 
 
 # --- toys ------------------------------------------------------------------------------------------
@@ -238,6 +258,88 @@ def test_fashion_count_mismatch(tmp_path):
     _one_line_error(e, "train-labels-idx1-ubyte.gz")
 
 
+def test_fashion_wrong_image_size_and_header_counts(tmp_path):
+    _write_fashion(tmp_path / "a", _idx_images(rows=32, cols=32), _idx_labels())
+    with pytest.raises(TrilemmaError, match="28x28") as e:
+        load_dataset(DataConfig(name="fashion-mnist", root=str(tmp_path / "a")))
+    _one_line_error(e, "train-images-idx3-ubyte.gz")
+    # a header claiming more images than the file holds: gzip read to its end, raw refused from its size
+    lying = struct.pack(">IIII", 2051, 100, 28, 28) + _idx_images()[16:]
+    for gz in (True, False):
+        root = tmp_path / f"lying-{gz}"
+        _write_fashion(root, lying, _idx_labels(100), gz=gz)
+        with pytest.raises(TrilemmaError, match="truncated") as e:
+            load_dataset(DataConfig(name="fashion-mnist", root=str(root)))
+        _one_line_error(e, "train-images-idx3-ubyte")
+    _write_fashion(tmp_path / "b", _idx_images(), _idx_labels(3) + b"\0")  # one byte after the last label
+    with pytest.raises(TrilemmaError, match="trailing") as e:
+        load_dataset(DataConfig(name="fashion-mnist", root=str(tmp_path / "b")))
+    _one_line_error(e, "train-labels-idx1-ubyte.gz")
+
+
+def _gzip_bomb(path: Path, header: bytes, members: int = 16) -> None:
+    """A gzip of `header` and then `members` x 64 MiB of zeros (16: 1 GiB in ~1 MB), written without
+    holding either in memory: one member of 64 MiB of zeros (about 65 kB compressed) is repeated, and
+    gzip readers decompress concatenated members as one stream."""
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: a gzip member
+    block = bytes(1 << 20)
+    zeros = b"".join(z.compress(block) for _ in range(64)) + z.flush()
+    with open(path, "wb") as f:
+        f.write(gzip.compress(header))
+        for _ in range(members):
+            f.write(zeros)
+
+
+_BOMB_SCRIPT = """
+import json, resource, sys, time
+from trilemma.data import DataConfig, load_dataset
+from trilemma.errors import TrilemmaError
+out = {"base": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "cases": {}}
+for root in sys.argv[1:]:
+    t0 = time.perf_counter()
+    try:
+        load_dataset(DataConfig(name="fashion-mnist", root=root))
+        msg = None
+    except TrilemmaError as e:
+        msg = str(e)
+    out["cases"][root] = [msg, time.perf_counter() - t0]
+out["peak"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps(out))
+"""
+
+
+def test_fashion_gzip_bomb_is_refused_from_its_header(tmp_path):
+    """A 1 MB .gz that inflates to 1 GiB was decompressed whole (2.6 GB RSS) before its header was read.
+    Now the header is checked first and only the declared payload is read: each case fails in well under
+    a second, with a one-line error, and the loading process's peak memory grows by less than 200 MB."""
+    cases = {
+        "huge-count": (struct.pack(">IIII", 2051, 2**31, 28, 28), "2147483648 items"),
+        # under the item cap, but 784 MB cannot fit in a 65 kB gzip: refused from the file size alone
+        "over-ratio": (struct.pack(">IIII", 2051, 999_999, 28, 28), "truncated"),
+        "trailing": (struct.pack(">IIII", 2051, 3, 28, 28), "trailing"),  # 3 images, then 1 GiB of zeros
+    }
+    roots = []
+    for name, (header, _) in cases.items():
+        root = tmp_path / name
+        root.mkdir()
+        _gzip_bomb(root / "train-images-idx3-ubyte.gz", header, members=1 if name == "over-ratio" else 16)
+        (root / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx_labels(3)))
+        roots.append(str(root))
+    size = (tmp_path / "huge-count" / "train-images-idx3-ubyte.gz").stat().st_size
+    assert 0.5e6 < size < 2e6, size  # really a ~1 MB file for 1 GiB of payload
+    proc = subprocess.run([sys.executable, "-c", _BOMB_SCRIPT, *roots], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    for (name, (_, fragment)), root in zip(cases.items(), roots):
+        msg, seconds = out["cases"][root]
+        assert msg is not None and "\n" not in msg and fragment in msg, (name, msg)
+        assert f"{name}/train-images-idx3-ubyte.gz" in msg, msg
+        assert seconds < 5, f"{name}: {seconds:.1f} s to refuse"
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    grown = (out["peak"] - out["base"]) * unit
+    assert grown < 200e6, f"peak RSS grew by {grown / 1e6:.0f} MB while refusing the bombs"
+
+
 # --- image folder ----------------------------------------------------------------------------------
 
 
@@ -273,6 +375,20 @@ def test_folder_errors(tmp_path):
     with pytest.raises(TrilemmaError) as e:
         load_dataset(DataConfig(name="folder", root=str(tmp_path / "bad")))
     _one_line_error(e, "broken.png")
+
+
+def test_folder_too_large_for_memory_is_one_line(tmp_path, monkeypatch):
+    from PIL import Image
+
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+
+    def no_memory(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(np, "empty", no_memory)
+    with pytest.raises(TrilemmaError, match="image_size") as e:
+        load_dataset(DataConfig(name="folder", root=str(tmp_path), image_size=4096))
+    _one_line_error(e, str(tmp_path))
 
 
 # --- InfiniteLoader --------------------------------------------------------------------------------

@@ -136,9 +136,8 @@ def test_ddgan_needs_a_discrete_schedule(tmp_path):
 def test_ddgan_rejects_a_non_positive_gan_count(tmp_path, key):
     from trilemma.errors import TrilemmaError
 
-    cfg = load_config(write_config(tmp_path / "c.yaml", DIGITS_GAN, gan={key: 0}))
-    with pytest.raises(TrilemmaError, match=f"gan.{key} must be >= 1, got 0"):
-        build_family(cfg, (1, 8, 8))
+    with pytest.raises(TrilemmaError, match=f"gan.{key} must be >= 1, got 0"):  # when loaded, or when built
+        build_family(load_config(write_config(tmp_path / "c.yaml", DIGITS_GAN, gan={key: 0})), (1, 8, 8))
 
 
 def test_r1_penalty_is_the_squared_input_gradient(tmp_path):
@@ -201,9 +200,8 @@ def test_discriminator_fourier_features_do_not_alias_over_the_data_range(tmp_pat
     cfg = load_config(write_config(tmp_path / "c.yaml", TOY_GAN, gan={"d_fourier_period": 24.0}))
     disc = build_family(cfg, (2,)).modules["disc"]
     assert math.isclose(disc.fourier_base, 2 * math.pi / 24)
-    bad = load_config(write_config(tmp_path / "bad.yaml", TOY_GAN, gan={"d_fourier_period": 0.0}))
     with pytest.raises(TrilemmaError, match="d_fourier_period"):
-        build_family(bad, (2,))
+        build_family(load_config(write_config(tmp_path / "bad.yaml", TOY_GAN, gan={"d_fourier_period": 0.0})), (2,))
 
 
 def test_residual_discriminator_input_is_the_forward_noise(tmp_path):
@@ -253,9 +251,9 @@ def test_bounded_fourier_inputs_and_generator_features(tmp_path):
     bad = load_config(write_config(tmp_path / "bad.yaml", TOY_GAN, gan={"d_raw_input": False, "d_fourier": 0}))
     with pytest.raises(TrilemmaError, match="d_raw_input"):
         build_family(bad, (2,))
-    bad = load_config(write_config(tmp_path / "bad2.yaml", TOY_GAN, model={"fourier": 2, "fourier_period": 0.0}))
     with pytest.raises(TrilemmaError, match="model.fourier_period"):
-        build_family(bad, (2,))
+        build_family(load_config(write_config(tmp_path / "bad2.yaml", TOY_GAN,
+                                              model={"fourier": 2, "fourier_period": 0.0})), (2,))
 
 
 def test_coarse_to_fine_discriminator_bands(tmp_path):

@@ -125,3 +125,98 @@ def test_inception_without_torch_fidelity_is_a_one_line_error(monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_fidelity)
     with pytest.raises(TrilemmaError, match=r"trilemma\[inception\]"):
         InceptionFeatures()
+
+
+class _Evil:
+    """Unpickling this creates `marker`: proof that a loader ran the file's code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickled_inception_weights_are_refused_before_loading(tmp_path):
+    """A grid's `inception_weights` reached torch-fidelity's torch.load (no weights_only). Now only a
+    safetensors file is accepted: a pickle is refused with one line before anything reads it, and a pickle
+    under a .safetensors name fails safetensors' parser; neither runs the pickled code. No torch-fidelity
+    needed: the file is checked before it is imported."""
+    from trilemma.features import feature_net_for
+
+    marker = tmp_path / "pwned"
+    for name, fragment in (("evil.pth", "must be a .safetensors file"), ("evil.pkl", "must be a .safetensors file"),
+                           ("evil.safetensors", "not a readable safetensors file")):
+        path = tmp_path / name
+        torch.save({"w": _Evil(marker)}, path)
+        with pytest.raises(TrilemmaError, match=fragment) as e:
+            feature_net_for("digits", inception=True, inception_weights=str(path))
+        assert "\n" not in str(e.value) and str(path) in str(e.value), str(e.value)
+        assert not marker.exists(), f"{name}: the pickled code ran"
+    with pytest.raises(TrilemmaError, match="not found"):
+        feature_net_for("digits", inception=True, inception_weights=str(tmp_path / "missing.safetensors"))
+
+
+class _FakeInception(nn.Module):
+    """torch-fidelity's FeatureExtractorInceptionV3 as far as loading goes: it calls torch.load on
+    whatever it is given as the weights path (no weights_only), then load_state_dict."""
+
+    received = []
+
+    def __init__(self, name, features_list, feature_extractor_weights_path=None, **kwargs):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+        _FakeInception.received.append(feature_extractor_weights_path)
+        assert feature_extractor_weights_path is not None, "torch-fidelity would download and load a pickle itself"
+        self.load_state_dict(torch.load(feature_extractor_weights_path))
+
+
+@pytest.fixture
+def fake_fidelity(monkeypatch):
+    import sys
+    import types
+
+    pkg, mod = types.ModuleType("torch_fidelity"), types.ModuleType("torch_fidelity.feature_extractor_inceptionv3")
+    mod.FeatureExtractorInceptionV3 = _FakeInception
+    mod.URL_INCEPTION_V3 = "https://example.invalid/weights-inception-00000000.pth"
+    pkg.feature_extractor_inceptionv3 = mod
+    monkeypatch.setitem(sys.modules, "torch_fidelity", pkg)
+    monkeypatch.setitem(sys.modules, "torch_fidelity.feature_extractor_inceptionv3", mod)
+    _FakeInception.received.clear()
+    return mod
+
+
+def test_inception_weights_reach_torch_fidelity_as_tensors_only(tmp_path, monkeypatch, fake_fidelity):
+    from safetensors.torch import save_file
+
+    state = {"fc.weight": torch.arange(6.0).reshape(2, 3), "fc.bias": torch.tensor([1.0, -1.0])}
+    path = tmp_path / "inception.safetensors"
+    save_file(state, str(path))
+    ext = InceptionFeatures(str(path))
+    assert torch.equal(ext.model.fc.weight, state["fc.weight"]) and torch.equal(ext.model.fc.bias, state["fc.bias"])
+    (given,) = _FakeInception.received
+    assert not isinstance(given, (str, Path)), "torch-fidelity must get our tensors, never the user's path"
+    # weights of another network: one line naming the file
+    save_file({"conv.weight": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(TrilemmaError, match="not torch-fidelity's Inception-v3 weights") as e:
+        InceptionFeatures(str(tmp_path / "other.safetensors"))
+    assert "\n" not in str(e.value) and "other.safetensors" in str(e.value)
+    # the default download goes through torch.hub with weights_only=True (torch.hub's default is False)
+    calls = []
+
+    def fake_hub(url, **kwargs):
+        calls.append((url, kwargs))
+        return dict(state)
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", fake_hub)
+    ext = InceptionFeatures()
+    assert calls == [(fake_fidelity.URL_INCEPTION_V3, {"map_location": "cpu", "progress": True, "weights_only": True})]
+    assert torch.equal(ext.model.fc.weight, state["fc.weight"])
+
+    def offline(url, **kwargs):
+        raise OSError("network unreachable\nsecond line")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
+    with pytest.raises(TrilemmaError, match="network unreachable") as e:
+        InceptionFeatures()
+    assert "\n" not in str(e.value)

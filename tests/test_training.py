@@ -6,11 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from helpers import TOY, TOY_GAN, TOY_VDM, write_config
+from helpers import TOY, TOY_GAN, TOY_VDM, assert_one_line_error, write_config
+from helpers import run as run_cli
 from trilemma.checkpoint import load_checkpoint
 from trilemma.config import load_config
 from trilemma.errors import TrilemmaError
@@ -49,14 +51,30 @@ def test_existing_checkpoint_is_not_overwritten(tmp_path):
 
 
 def test_divergence_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
-    cfg = load_config(write_config(tmp_path / "toy.yaml", TOY, train={"steps": 50, "lr": 1e30, "warmup": 1,
+    """Four good steps, then the same run continued at lr = 1e30: the first update gives finite but huge
+    weights (finite loss at that step), so only the check of the state to be saved catches it; the kept
+    checkpoint is step 4, its weights are finite and it samples finite points."""
+    good = load_config(write_config(tmp_path / "toy.yaml", TOY, train={"steps": 4, "save_every": 2}))
+    train(good, tmp_path / "run", progress=False)
+    bad = load_config(write_config(tmp_path / "bad.yaml", TOY, train={"steps": 50, "lr": 1e30, "warmup": 1,
                                                                        "save_every": 1, "grad_clip": 0.0}))
-    with pytest.raises(TrilemmaError, match=r"diverged at step (\d+)") as info:
-        train(cfg, tmp_path / "run", progress=False)
-    bad_step = int(info.value.args[0].split("step ")[1].split(":")[0])
+    with pytest.raises(TrilemmaError, match=r"diverged by step 5: the weights it would save") as info:
+        train(bad, tmp_path / "run", resume=True, progress=False)
+    assert "last good checkpoint (step 4)" in str(info.value)
     ck = load_checkpoint(tmp_path / "run")
-    assert ck.meta["step"] == bad_step - 1, "the checkpoint is the last good step"
+    assert ck.meta["step"] == 4, "the checkpoint is the last good step"
     assert all(torch.isfinite(v).all() for v in ck.weights.values())
+    res = run_cli("sample", tmp_path / "run", "--sampler", "ddim", "--steps", "5", "-n", "16", "--out",
+                  tmp_path / "s.npz")
+    assert res.exit_code == 0, res.output
+    assert np.isfinite(np.load(tmp_path / "s.npz")["samples"]).all()
+
+
+def test_divergence_from_the_first_step_keeps_nothing_and_says_so(tmp_path):
+    res = run_cli("train", write_config(tmp_path / "toy.yaml", TOY), "--set", "train.lr=1e30", "--set",
+                  "train.save_every=1", "--out", tmp_path / "run", "--quiet")
+    assert_one_line_error(res, "diverged by step 1", "no checkpoint was written")
+    assert not (tmp_path / "run" / "checkpoint").exists()
 
 
 def test_ddgan_divergence_names_the_phase_and_step(tmp_path, monkeypatch):

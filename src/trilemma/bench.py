@@ -7,7 +7,8 @@ this process (warm-up excluded) and scored against the dataset's test split on t
     images          quality: FD on the dataset's feature classifier, precision (k=3), KID;
                     diversity: recall (k=3), density / coverage (k=5), class entropy and KL to uniform
 
-The real data's own score (train split against test split) is the floor row of every table. Outputs:
+The real data's own score (train split against test split, at the same sample count) is the first row of every
+table: what a perfect model would score, up to the metrics' sampling noise. Outputs:
 results.json, results.csv, results.md, pareto.png, samples/<row>.png and report.html (one page,
 offline).
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import csv
 import datetime
 import html
+import io
 import itertools
 import json
 import math
@@ -32,9 +34,12 @@ import numpy as np
 import torch
 
 from .errors import TrilemmaError
+from .metrics.likelihood import BPD_BATCH, BPD_DRAWS
+from .paths import atomic_write_text
 from .samplers import LANGEVIN_STEP_SIZE
 
-__all__ = ["BenchConfig", "BenchRow", "load_grid", "expand_rows", "run_bench", "write_outputs", "environment"]
+__all__ = ["BenchConfig", "BenchRow", "load_grid", "expand_rows", "run_bench", "write_outputs", "environment",
+           "markdown_table"]
 
 SAMPLER_NAMES = {"ddpm": "DDPM ancestral", "ancestral": "ancestral", "ddim": "DDIM", "dpmpp": "DPM-Solver++(2M)",
                  "langevin": "Langevin"}
@@ -54,7 +59,7 @@ class BenchConfig:
     device: str | None = None  # cpu | cuda | mps [default: cuda if available]
     bpd: bool = True  # bits/dim of every checkpoint with a variational bound (vdm; ddpm through its VLB)
     bpd_images: int = 0  # images of the reference split the bound is averaged over (0: all of them)
-    bpd_draws: int = 1  # Monte-Carlo draws of (t, noise) per image for bits/dim
+    bpd_draws: int = BPD_DRAWS  # Monte-Carlo draws of (t, noise) per image for bits/dim (trilemma eval --bpd's default)
 
 
 @dataclass
@@ -108,13 +113,20 @@ def config_from_dict(raw: dict, where: str, base: Path | None = None) -> BenchCo
         if k not in known:
             _fail(where, f"unknown key {k!r}; known keys: {', '.join(sorted(known))}")
     cfg = BenchConfig(**raw)
+    for k in ("name", "reference_split", "features"):
+        if not isinstance(getattr(cfg, k), str):
+            _fail(where, f"{k} must be a string, got {getattr(cfg, k)!r}")
+    for k in ("inception_weights", "device"):
+        if getattr(cfg, k) is not None and not isinstance(getattr(cfg, k), str):
+            _fail(where, f"{k} must be a string, got {getattr(cfg, k)!r}")
     for k in ("num_samples", "batch_size", "grid_images", "bpd_images", "bpd_draws"):
         if not isinstance(getattr(cfg, k), int) or isinstance(getattr(cfg, k), bool):
             _fail(where, f"{k} must be an integer, got {getattr(cfg, k)!r}")
     if isinstance(cfg.seeds, int) and not isinstance(cfg.seeds, bool):
         cfg.seeds = [cfg.seeds]
-    if not isinstance(cfg.seeds, list) or not cfg.seeds or not all(isinstance(x, int) for x in cfg.seeds):
-        _fail(where, f"seeds must be an integer or a non-empty list of integers, got {cfg.seeds!r}")
+    if not isinstance(cfg.seeds, list) or not cfg.seeds or not all(
+            isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 2**63 for x in cfg.seeds):
+        _fail(where, f"seeds must be an integer or a non-empty list of integers in [0, 2^63), got {cfg.seeds!r}")
     if not isinstance(cfg.rows, list) or not cfg.rows:
         _fail(where, "`rows` must be a non-empty list of {checkpoint, sampler, steps, ...}")
     if not isinstance(cfg.bpd, bool):
@@ -140,7 +152,7 @@ def config_from_dict(raw: dict, where: str, base: Path | None = None) -> BenchCo
 
 def expand_rows(cfg: BenchConfig) -> list[BenchRow]:
     """One BenchRow per combination of list-valued sampler / steps / eta / spacing in each entry."""
-    from .samplers import SAMPLERS, default_spacing
+    from .samplers import SAMPLER_OPTIONS, SAMPLERS, check_sampler_options, default_spacing
     from .schedules import SPACINGS
 
     where = getattr(cfg, "_where", "grid")
@@ -153,30 +165,31 @@ def expand_rows(cfg: BenchConfig) -> list[BenchRow]:
             if k not in entry:
                 _fail(where, f"rows[{i}]: missing key {k!r}")
         values = {k: entry[k] if isinstance(entry.get(k), list) else [entry.get(k)] for k in LIST_KEYS}
+        for k in ("label", "checkpoint"):
+            if k in entry and not isinstance(entry[k], (str, int, float)) or isinstance(entry.get(k), bool):
+                _fail(where, f"rows[{i}]: {k} must be a string, got {entry[k]!r}")
+        # an option applies to the entry's rows of the samplers that take it, and must apply to at least one
+        own = {k for sampler in values["sampler"] for k in SAMPLER_OPTIONS.get(sampler, ())}
+        for k in ("eta", "steps_per_level", "step_size"):
+            if k in entry and k not in own:
+                _fail(where, f"rows[{i}]: {k} is not an option of sampler {', '.join(map(str, values['sampler']))}")
         for sampler, steps, eta, spacing in itertools.product(*(values[k] for k in LIST_KEYS)):
             if sampler not in SAMPLERS:
                 _fail(where, f"rows[{i}]: sampler {sampler!r} is not one of {', '.join(SAMPLERS)}")
-            if not isinstance(steps, int) or steps < 1:
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
                 _fail(where, f"rows[{i}]: steps must be a positive integer, got {steps!r}")
-            eta = 0.0 if eta is None else eta
-            if not isinstance(eta, (int, float)) or not 0 <= eta <= 1:
-                _fail(where, f"rows[{i}]: eta must be in [0, 1], got {eta!r}")
-            if sampler != "ddim" and eta:
-                _fail(where, f"rows[{i}]: eta is a DDIM option (sampler is {sampler})")
             if spacing is not None and spacing not in SPACINGS:
                 _fail(where, f"rows[{i}]: spacing {spacing!r} is not one of {', '.join(SPACINGS)}")
+            if "eta" not in SAMPLER_OPTIONS.get(sampler, ()) and eta != values["eta"][0]:
+                continue  # an eta list multiplies only the entry's DDIM rows
             spacing = spacing or default_spacing(sampler)
-            langevin = {k: entry[k] for k in ("steps_per_level", "step_size") if k in entry}
-            if langevin and "langevin" not in values["sampler"]:
-                _fail(where, f"rows[{i}]: {', '.join(langevin)} are langevin options (sampler is {sampler})")
-            k, h = langevin.get("steps_per_level", 1), langevin.get("step_size", LANGEVIN_STEP_SIZE)
-            if isinstance(k, bool) or not isinstance(k, int) or k < 1 or isinstance(h, bool) \
-                    or not isinstance(h, (int, float)) or not h > 0:
-                _fail(where, f"rows[{i}]: steps_per_level must be an integer >= 1 and step_size > 0, got {k!r}, {h!r}")
-            if sampler != "langevin":  # the options apply to the entry's langevin rows only
-                k, h = 1, LANGEVIN_STEP_SIZE
-            out.append(BenchRow(str(entry["checkpoint"]), sampler, steps, float(eta), spacing, entry.get("label"),
-                                k, float(h)))
+            given = {"eta": eta, "steps_per_level": entry.get("steps_per_level"), "step_size": entry.get("step_size")}
+            opts = check_sampler_options(sampler, {k: v for k, v in given.items() if k in SAMPLER_OPTIONS.get(sampler, ())},
+                                         f"{where}: rows[{i}]: ")
+            row = BenchRow(str(entry["checkpoint"]), sampler, steps, opts.get("eta", 0.0), spacing,
+                           None if entry.get("label") is None else str(entry["label"]),
+                           opts.get("steps_per_level", 1), opts.get("step_size", LANGEVIN_STEP_SIZE))
+            out.append(row)
     _check_unique(out, where)
     return out
 
@@ -334,19 +347,24 @@ def _sync(device: torch.device) -> None:
         torch.mps.synchronize()
 
 
-def _generate_timed(den, decode, ck, row: BenchRow, noise: torch.Tensor, seed: int, batch_size: int, device):
+def _generate_timed(den, decode, ck, row: BenchRow, noise: torch.Tensor, seed: int, batch_size: int, device,
+                    progress=None):
     """Sample in batches from fixed noise and decode into data space (a latent model's decoder is part of
-    its cost); returns (samples on CPU, NFE per batch, per-batch seconds)."""
+    its cost); returns (samples on CPU, NFE per batch, per-batch seconds). Sample i's noise depends only on
+    (seed, i) (`samplers.SampleNoise`), so the samples do not depend on `batch_size`. `progress(done, total)`
+    is told each network evaluation's place in the row."""
     from .samplers import generate
 
     outs, secs, nfe = [], [], None
+    batches = math.ceil(len(noise) / batch_size)
     for b, i in enumerate(range(0, len(noise), batch_size)):
         den.nfe = 0
+        callback = None if progress is None else (lambda info, b=b: progress(b, batches, info["i"] + 1))
         _sync(device)
         t0 = time.perf_counter()
         x = generate(den, 0, ck.sample_shape, sampler=row.sampler, steps=row.steps, eta=row.eta, spacing=row.spacing,
-                     seed=seed * 1_000_003 + b, noise=noise[i : i + batch_size], device=device,
-                     steps_per_level=row.steps_per_level, step_size=row.step_size)
+                     seed=seed, noise=noise[i : i + batch_size], first_index=i, device=device,
+                     steps_per_level=row.steps_per_level, step_size=row.step_size, callback=callback)
         x = decode(x)
         _sync(device)
         secs.append(time.perf_counter() - t0)
@@ -367,7 +385,7 @@ def _bits_per_dim(cfg: BenchConfig, ckpts: dict, reference: torch.Tensor, device
         if no_bound_reason(ck):
             continue  # ddgan has no bound; a latent model's bound is not one on the images
         terms_fn, to_bpd, _ = bound_from_checkpoint(ck, device)
-        res = evaluate_bound(terms_fn, x, to_bpd=to_bpd, batch_size=cfg.batch_size, draws=cfg.bpd_draws, seed=0,
+        res = evaluate_bound(terms_fn, x, to_bpd=to_bpd, batch_size=BPD_BATCH, draws=cfg.bpd_draws, seed=0,
                              device=device, progress=progress)
         out[path] = {"bpd": res["terms"]["total"]["mean"], "bpd_ci95": res["terms"]["total"]["ci95"]}
     return out
@@ -383,9 +401,13 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
     from .families import sampler_from_checkpoint
     from .plotting import save_samples
 
+    from .device import resolve_device
+    from .paths import check_bench_dir, prepare_bench_dir
+    from .samplers import initial_noise
+
     rows = expand_rows(cfg)
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    out_dir = Path(out_dir)
+    device = resolve_device(cfg.device, f"{getattr(cfg, '_where', 'grid')}: device")
+    out_dir = check_bench_dir(out_dir)  # before any compute: a bad --out fails now, not after the sampling
     ckpts = {}
     for r in rows:
         if r.checkpoint not in ckpts:
@@ -396,11 +418,14 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
         if not same_points(ck.cfg.data, first.cfg.data):
             _fail(r.checkpoint, f"trained on {ck.cfg.data.name} data that differs from {rows[0].checkpoint}'s; a table compares one dataset")
         r.label = r.label or _default_label(r.checkpoint, ck)
+        if r.sampler == "langevin" and ck.cfg.family == "ddgan":
+            _fail(r.checkpoint, "sampler langevin needs a score; a DDGAN generator draws x0 at random (use ddpm or ddim)")
     _check_unique(rows, getattr(cfg, "_where", "grid"))
+    prepare_bench_dir(out_dir)  # every input is checked: create it
     scorer = Scorer(first.cfg.data, cfg, device)
     env = environment(device)
     samples_dir = out_dir / "samples"
-    samples_dir.mkdir(parents=True, exist_ok=True)
+    samples_dir.mkdir(exist_ok=True)
 
     results = []
     floor = scorer.floor(cfg.seeds)
@@ -413,9 +438,13 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
 
     bpd = _bits_per_dim(cfg, ckpts, scorer.reference.x, device, progress) if cfg.bpd else {}
     dens: dict[str, tuple[CountNFE, Callable]] = {}
-    bar = tqdm(rows, desc="bench", disable=not progress)
+    bar = tqdm(rows, desc="bench", disable=not progress, dynamic_ncols=True)
     for row in bar:
         bar.set_postfix_str(f"{row.label} {row.sampler}-{row.steps}")
+
+        def tick(b, batches, i, row=row):  # where the row is: its batch and network evaluation
+            if i == 1 or i % 10 == 0:
+                bar.set_postfix_str(f"{row.label} {row.sampler}-{row.steps}: batch {b + 1}/{batches}, NFE {i}")
         ck = ckpts[row.checkpoint]
         if row.checkpoint not in dens:
             den, decode = sampler_from_checkpoint(ck, device)
@@ -423,12 +452,13 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
         den, decode = dens[row.checkpoint]
         per_seed, secs, nfe, shown = [], [], None, None
         for seed in cfg.seeds:
-            noise = torch.randn((cfg.num_samples, *ck.sample_shape), generator=torch.Generator().manual_seed(seed))
+            noise = initial_noise(cfg.num_samples, ck.sample_shape, seed)  # the same x_T for every row
             # warm-up (not timed): one full-size batch through one network evaluation, so lazy
             # initialisation and kernel selection for this batch shape happen before the clock runs
             warm = BenchRow(row.checkpoint, "ddim", 1, spacing="leading")
             _generate_timed(den, decode, ck, warm, noise[: cfg.batch_size], seed, cfg.batch_size, device)
-            x, nfe, s = _generate_timed(den, decode, ck, row, noise, seed, cfg.batch_size, device)
+            x, nfe, s = _generate_timed(den, decode, ck, row, noise, seed, cfg.batch_size, device,
+                                        progress=tick if progress else None)
             x = convert_points(x, ck.cfg.data, first.cfg.data)  # a toy trained in its own coordinates
             secs += s
             per_seed.append(scorer.score(x, seed))
@@ -514,27 +544,22 @@ def markdown_table(summary: dict) -> str:
 def write_outputs(summary: dict, out_dir: Path) -> None:
     """results.json / .csv / .md, pareto.png and report.html from a summary."""
     out_dir = Path(out_dir)
-    _atomic_write(out_dir / "results.json", json.dumps(summary, indent=2))
+    atomic_write_text(out_dir / "results.json", json.dumps(summary, indent=2))
     cols = ["key"] + BASE_COLUMNS + ["spacing", "seconds_per_batch"] + summary["metrics"]
     cols += sorted({k for r in summary["rows"] for k in r if k.endswith(("_std", "_ci95"))})
     env = summary["environment"]
-    tmp = out_dir / ".results.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols + ["commit", "device", "torch"], extrasaction="ignore")
-        w.writeheader()
-        for r in summary["rows"]:
-            w.writerow({**r, "commit": env["commit"], "device": env["device"], "torch": env["torch"]})
-    tmp.replace(out_dir / "results.csv")
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=cols + ["commit", "device", "torch"], extrasaction="ignore")
+    w.writeheader()
+    for r in summary["rows"]:
+        w.writerow({**r, "commit": env["commit"], "device": env["device"], "torch": env["torch"]})
+    atomic_write_text(out_dir / "results.csv", buf.getvalue())
     md = markdown_table(summary)
-    _atomic_write(out_dir / "results.md", f"{_caption(summary)}\n\n{md}\n")
-    pareto_plot(summary, out_dir / "pareto.png")
-    _atomic_write(out_dir / "report.html", report_html(summary, md))
+    atomic_write_text(out_dir / "results.md", f"{_caption(summary)}\n\n{md}\n")
+    from .plotting import pareto_plot
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    pareto_plot(summary, out_dir / "pareto.png", SAMPLER_NAMES, HEADERS)
+    atomic_write_text(out_dir / "report.html", report_html(summary, md))
 
 
 def _caption(summary: dict) -> str:
@@ -544,57 +569,6 @@ def _caption(summary: dict) -> str:
             f"{f' x {len(seeds)} seeds (mean ± std)' if len(seeds) > 1 else ''} against the {summary['reference']}; "
             f"seconds for all {summary['num_samples']} in batches of {summary['batch_size']} on {e['device']}, "
             f"torch {e['torch']}, commit {e['commit'] or 'unknown'}.")
-
-
-def pareto_plot(summary: dict, path: Path) -> Path:
-    """Quality against NFE and against seconds (log x), colour = diversity, the floor as a dashed line,
-    and the Pareto front (no row both faster and better) as a step line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    q, d, lower = summary["quality_metric"], summary["diversity_metric"], summary["lower_is_better"]
-    rows = [r for r in summary["rows"] if not r.get("floor") and r.get(q) is not None]
-    floor = next((r for r in summary["rows"] if r.get("floor")), None)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
-    cvals = [r.get(d) for r in rows] if d else None
-    for ax, xkey, xlabel in ((axes[0], "nfe", "network evaluations (NFE)"),
-                             (axes[1], "seconds", f"seconds for {summary['num_samples']} samples")):
-        xs = np.array([max(r[xkey], 1e-6) for r in rows], dtype=float)
-        ys = np.array([r[q] for r in rows], dtype=float)
-        sc = ax.scatter(xs, ys, c=cvals if d else "tab:blue", cmap="viridis", s=60, edgecolors="k", zorder=3)
-        for r, x, y in zip(rows, xs, ys):
-            eta = f" η={r['eta']:g}" if r.get("eta") else ""
-            ax.annotate(f"{SAMPLER_NAMES[r['sampler']].split('(')[0]} {r['steps']}{eta}", (x, y), fontsize=7,
-                        xytext=(4, 3), textcoords="offset points")
-        order = np.argsort(xs)
-        front, best = [], math.inf if lower else -math.inf
-        for i in order:
-            if (ys[i] < best) if lower else (ys[i] > best):
-                best = ys[i]
-                front.append(i)
-        if front:
-            ax.step(xs[front], ys[front], where="post", color="tab:red", alpha=0.5, label="Pareto front")
-        if floor is not None and floor.get(q) is not None:
-            ax.axhline(floor[q], color="0.4", ls="--", label="data (train vs test)")
-        span = list(ys) + ([floor[q]] if floor is not None and floor.get(q) is not None else [])
-        ylo, yhi = min(span), max(span)
-        pad = 0.08 * (yhi - ylo or 1.0)
-        ax.set_ylim(ylo - pad, yhi + pad)  # keeps the floor line off the frame
-        ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(HEADERS.get(q, q) + (" (lower is better)" if lower else " (higher is better)"))
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8, loc="best")
-        if d:
-            fig.colorbar(sc, ax=ax, label=HEADERS.get(d, d))
-    fig.suptitle(f"{summary['name']}: speed against quality ({summary['dataset']})")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def report_html(summary: dict, md_table: str) -> str:
@@ -608,10 +582,10 @@ def report_html(summary: dict, md_table: str) -> str:
         cls = ' class="floor"' if r.get("floor") else ""
         body += f"<tr{cls}>" + "".join(f"<td>{esc(_cell(r, c))}</td>" for c in cols) + "</tr>\n"
     cards = ""
+    from .plotting import pareto_row_name
+
     for r in summary["rows"]:
-        title = r["label"] if r.get("floor") else f"{r['label']}: {SAMPLER_NAMES[r['sampler']]} {r['steps']}"
-        if r.get("eta"):
-            title += f", η={r['eta']:g}"
+        title = r["label"] if r.get("floor") else pareto_row_name(r, SAMPLER_NAMES)
         q = summary["quality_metric"]
         sub = f"{HEADERS.get(q, q)} {_cell(r, q)}" if r.get(q) is not None else ""
         cards += (f'<figure><img src="{esc(r["image"])}" alt="{esc(title)}"><figcaption><b>{esc(title)}</b>'
@@ -631,7 +605,9 @@ figure img {{ width: 100%; image-rendering: pixelated; border: 1px solid #ddd; }
 <p>{esc(_caption(summary))}</p>{cmd}
 <p>Quality: <b>{esc(HEADERS.get(summary['quality_metric'], summary['quality_metric']))}</b>;
 diversity: <b>{esc(str(HEADERS.get(summary['diversity_metric'], summary['diversity_metric'])))}</b>.
-The italic first row is the data itself (train split scored against the {esc(summary['reference'])}): the floor no model beats.</p>
+The italic first row is the data itself: {esc(str(summary['num_samples']))} training images or points scored against the
+{esc(summary['reference'])} exactly like a model's samples. It is the score of a perfect model at this sample count,
+not a hard floor: the metrics are estimates from finitely many samples, so a model can land on either side of it by chance.</p>
 <table><thead><tr>{head}</tr></thead><tbody>
 {body}</tbody></table>
 <h2>Speed against quality</h2>

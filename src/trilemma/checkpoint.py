@@ -6,8 +6,10 @@ A checkpoint is a directory:
     model.safetensors  EMA weights of every module ("net.<param>"), what sampling and export use
     train.safetensors  raw weights, optimizer tensors and torch RNG states (for --resume)
     train.json         step, optimizer hyper-parameters, data-loader position, other RNG states
-It is written into a temporary sibling directory and renamed into place, so a crash mid-write
-leaves the previous checkpoint intact.
+It is written into a temporary sibling directory `.NAME.tmp-PID`, fsynced, and swapped in with two renames
+(NAME -> `.NAME.old-PID`, tmp -> NAME), so a crash at any point leaves a complete checkpoint somewhere:
+`recover_checkpoint` (run before a checkpoint is loaded or written) verifies every candidate by reading it,
+puts the newest complete one at NAME and removes the leftovers of writers that are no longer running.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,9 +58,34 @@ def optimizer_from_flat(name: str, opt: torch.optim.Optimizer, tensors: dict, me
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def _fault(point: str, path: Path) -> None:
+    """Fault injection for the tests: `_FAULT_HOOK(point, path)` is called at each point of a checkpoint write
+    ("wrote <file>", "before renames", "between renames", "after renames"); it may raise to simulate a crash."""
+    if _FAULT_HOOK is not None:
+        _FAULT_HOOK(point, path)
+
+
+_FAULT_HOOK = None
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def _write_dir(path: Path, files: dict[str, callable]) -> None:
     """Write `files` (name -> writer(path)) into a temp dir, fsync, then swap it in for `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    recover_checkpoint(path)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     old = path.parent / f".{path.name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -66,10 +94,90 @@ def _write_dir(path: Path, files: dict[str, callable]) -> None:
         writer(tmp / name)
         with open(tmp / name, "rb") as f:
             os.fsync(f.fileno())
+        _fault(f"wrote {name}", tmp / name)
+    _fsync_dir(tmp)
+    _fault("before renames", path)
     if path.exists():
         os.rename(path, old)
+    _fault("between renames", path)
     os.rename(tmp, path)
+    _fsync_dir(path.parent)
+    _fault("after renames", path)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs on this machine (our own pid counts as not writing: this is called outside
+    a write, so our own leftovers are those of an earlier, interrupted write)."""
+    if pid == os.getpid():
+        return False
+    if sys.platform == "win32":  # pragma: no cover
+        return True  # cannot tell cheaply: leave the directory alone
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return False
+    return True
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of the complete checkpoint in directory `path`, verified by reading every file it lists, or
+    None if it is missing, partial or corrupt."""
+    try:
+        meta = json.loads((path / "config.json").read_text())
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("step"), int):
+            return None
+        load_file(str(path / "model.safetensors"))
+        t, j = path / "train.safetensors", path / "train.json"
+        if t.exists() or j.exists():  # written together: both whole or the checkpoint is not
+            load_file(str(t))
+            if json.loads(j.read_text()).get("step") != meta["step"]:
+                return None
+        return meta["step"]
+    except Exception:  # any unreadable part (OSError, JSON, safetensors' own errors) means incomplete
+        return None
+
+
+def recover_checkpoint(path: str | Path) -> str | None:
+    """Resolve what an interrupted write left beside checkpoint directory `path`: of `path` itself and the
+    `.NAME.tmp-PID` / `.NAME.old-PID` directories of writers that are no longer running, the newest complete
+    checkpoint (verified by reading it) is put at `path` and the others are removed. Leftovers of a live
+    writer are not touched. Returns a one-line description of what was done, or None if nothing was."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return None
+    stray = []
+    for p in path.parent.glob(f".{path.name}.*-*"):
+        kind, _, pid = p.name[len(path.name) + 2 :].partition("-")
+        if kind in ("tmp", "old") and pid.isdigit() and p.is_dir() and not _pid_alive(int(pid)):
+            stray.append(p)
+    if not stray:
+        return None
+    steps = {p: checkpoint_step(p) for p in [path, *stray] if p.is_dir()}
+    complete = {p: s for p, s in steps.items() if s is not None}
+    # the newest complete one; on a tie the checkpoint in place wins, then the newer write (tmp before old)
+    best = max(complete, key=lambda p: (complete[p], p == path, ".tmp-" in p.name), default=None)
+    done = []
+    if best is not None and best != path:
+        if path.exists():
+            aside = path.parent / f".{path.name}.old-{os.getpid()}"
+            shutil.rmtree(aside, ignore_errors=True)
+            os.rename(path, aside)
+            stray.append(aside)
+        os.rename(best, path)
+        _fsync_dir(path.parent)
+        done.append(f"restored the checkpoint of step {complete[best]} from {best.name}")
+    removed = [p for p in stray if p != best and p.exists()]
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
+    if removed:
+        done.append(f"removed {len(removed)} leftover director{'y' if len(removed) == 1 else 'ies'} of an "
+                    "interrupted write")
+    return f"{path}: " + "; ".join(done) if done else None
 
 
 def _write_json(obj) -> callable:
@@ -105,13 +213,11 @@ def save_checkpoint(
         raise ValueError(f"checkpoint fields {sorted(clash)} would overwrite the standard ones")
     meta.update(extra_meta or {})
     cpu = lambda d: {k: v.detach().cpu().contiguous() for k, v in d.items()}  # noqa: E731
-    files = {
-        "config.json": _write_json(meta),
-        "model.safetensors": lambda p: save_file(cpu(ema_state), str(p), metadata={"format": FORMAT}),
-    }
+    files = {"model.safetensors": lambda p: save_file(cpu(ema_state), str(p), metadata={"format": FORMAT})}
     if train_tensors is not None:
         files["train.safetensors"] = lambda p: save_file(cpu(train_tensors), str(p))
         files["train.json"] = _write_json({"step": step, **(train_meta or {})})
+    files["config.json"] = _write_json(meta)  # last: a directory with config.json was written whole
     _write_dir(path, files)
     return path
 
@@ -132,7 +238,18 @@ class Checkpoint:
         t, j = self.path / "train.safetensors", self.path / "train.json"
         if not (t.is_file() and j.is_file()):
             raise TrilemmaError(f"{self.path}: checkpoint has no training state (train.safetensors/train.json)")
-        return _load_safetensors(t), json.loads(j.read_text())
+        tensors = _load_safetensors(t)
+        try:
+            meta = json.loads(j.read_text())
+        except (ValueError, UnicodeDecodeError):
+            raise TrilemmaError(f"{j}: not valid JSON") from None
+        for where, have, need in ((j, meta, ("step", "optimizers", "loader", "rng")), (t, tensors, ("rng.sharded", "rng.torch"))):
+            missing = [k for k in need if not isinstance(have, dict) or k not in have]
+            if missing:
+                raise TrilemmaError(f"{where}: not a trilemma training state (missing {', '.join(missing)})")
+        if meta["step"] != self.meta["step"]:
+            raise TrilemmaError(f"{j}: step {meta['step']} does not match config.json's {self.meta['step']}")
+        return tensors, meta
 
 
 def _load_safetensors(p: Path) -> dict[str, torch.Tensor]:
@@ -147,6 +264,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory from: the directory itself, a run directory holding `checkpoint/`,
     or a file inside the checkpoint directory."""
     p = Path(path)
+    for cand in (p / "checkpoint", p):  # an interrupted write may have left the checkpoint beside its place
+        note = recover_checkpoint(cand)
+        if note:
+            print(f"trilemma: {note}", file=sys.stderr)
     if not p.exists():
         raise TrilemmaError(f"{p}: no such file or directory")
     if p.is_file():
@@ -168,5 +289,22 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         raise TrilemmaError(f"{where}: not valid JSON") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise TrilemmaError(f"{where}: not a trilemma checkpoint (format field missing or wrong)")
+    for key in ("sample_shape", "data_shape"):
+        shape = meta.get(key, meta.get("sample_shape"))
+        if not (isinstance(shape, list) and shape and all(isinstance(d, int) and not isinstance(d, bool) and d > 0
+                                                          for d in shape)):
+            raise TrilemmaError(f"{where}: {key} must be a list of positive integers, got {shape!r}")
+    if not isinstance(meta.get("step"), int) or meta["step"] < 0:
+        raise TrilemmaError(f"{where}: step must be a non-negative integer, got {meta.get('step')!r}")
     cfg = config_from_json(json.dumps(meta), where)
-    return Checkpoint(p, cfg, meta, _load_safetensors(p / "model.safetensors"))
+    weights = _load_safetensors(p / "model.safetensors")
+    check_finite(weights, str(p / "model.safetensors"))
+    return Checkpoint(p, cfg, meta, weights)
+
+
+def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
+    """A one-line error if any floating-point tensor holds NaN or infinity (a diverged model samples NaN)."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise TrilemmaError(f"{where}: {len(bad)} of {len(tensors)} weight tensors hold NaN or infinity "
+                            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); the model diverged")

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from .errors import TrilemmaError
+from .metrics.likelihood import BPD_BATCH, BPD_DRAWS
 from .samplers import LANGEVIN_STEP_SIZE
 from .schedules import SPACINGS
 
@@ -18,15 +19,39 @@ SAMPLER_CHOICES = ["ddpm", "ancestral", "ddim", "dpmpp", "langevin"]
 SPACING_CHOICES = list(SPACINGS)
 
 
-class _Group(click.Group):
-    """Turns TrilemmaError (bad user input) into one line on stderr and exit code 2."""
+def _fail(message: str, code: int = 2):
+    click.echo(f"trilemma: error: {' '.join(str(message).split())}", err=True)
+    sys.exit(code)
 
-    def invoke(self, ctx):
+
+class _Group(click.Group):
+    """Every failure a user can cause is one line on stderr and exit code 2: bad input (TrilemmaError), a
+    usage error (click's), a file the system refuses (OSError). Only a bug shows a traceback; with
+    TRILEMMA_DEBUG=1 every error does."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        debug = os.environ.get("TRILEMMA_DEBUG", "") not in ("", "0")
         try:
-            return super().invoke(ctx)
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:
+            if debug:
+                raise
+            where = f" (see '{e.ctx.command_path} --help')" if getattr(e, "ctx", None) is not None else ""
+            _fail(e.format_message() + where, e.exit_code)
+        except click.Abort:
+            _fail("interrupted", 130)
         except TrilemmaError as e:
-            click.echo(f"trilemma: error: {e}", err=True)
-            sys.exit(2)
+            if debug:
+                raise
+            _fail(e)
+        except OSError as e:
+            if debug:
+                raise
+            name = f"{e.filename}: " if e.filename else ""
+            _fail(f"{name}{e.strerror or e}")
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -57,12 +82,14 @@ def train(config, overrides, steps, out, resume, dry_run, quiet):
       trilemma train configs/digits-ddpm.yaml --set train.lr=5e-4 --steps 2000 --out runs/digits
     """
     from .config import load_config, to_dict
+    from .paths import check_run_dir
 
     cfg = load_config(config, list(overrides) + ([f"train.steps={steps}"] if steps is not None else []))
     out = Path(out) if out else Path("runs") / Path(config).stem
     if dry_run:
         click.echo(json.dumps(to_dict(cfg), indent=2))
         return
+    check_run_dir(out)
     if resume:
         _check_resume_config(cfg, out)
     from .training import train as run
@@ -84,29 +111,39 @@ def _check_resume_config(cfg, out: Path) -> None:
     from .checkpoint import load_checkpoint
     from .config import to_dict
 
+    if not (out / "checkpoint").exists() and not any(out.glob(".checkpoint.*-*")):
+        raise TrilemmaError(f"{out}/checkpoint: nothing to resume (no checkpoint)")
     old, new = _flat(to_dict(load_checkpoint(out / "checkpoint").cfg)), _flat(to_dict(cfg))
     diff = [k for k in new if k != "train.steps" and old.get(k) != new[k]]
     if diff:
         raise TrilemmaError(f"{out}/checkpoint: --resume with a different config ({', '.join(diff)}); only train.steps may change")
 
 
+SEED = click.IntRange(0, 2**63 - 1)
+SAMPLE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".npz")
+
+
 @main.command()
 @click.argument("ckpt", type=click.Path())
 @click.option("--sampler", type=click.Choice(SAMPLER_CHOICES), default="ddim", help="ddpm = ancestral (the VDM sampler too), ddim, dpmpp = DPM-Solver++(2M), langevin = annealed Langevin dynamics.")
-@click.option("--steps", type=int, default=50, help="Sampling steps (network evaluations); for langevin, noise levels.")
-@click.option("--eta", type=float, default=0.0, help="DDIM noise scale in [0, 1].")
+@click.option("--steps", type=click.IntRange(min=1), default=50, help="Sampling steps (network evaluations); for langevin, noise levels.")
+@click.option("--eta", type=float, default=None, help="ddim: noise scale in [0, 1] [default: 0].")
 @click.option("--steps-per-level", type=int, default=None, help="langevin: updates per noise level [default: 1].")
 @click.option("--step-size", type=float, default=None, help=f"langevin: step eta = step_size * sigma_t^2 [default: {LANGEVIN_STEP_SIZE}].")
 @click.option("--spacing", type=click.Choice(SPACING_CHOICES), default=None, help="Time grid [default: leading; linspace for dpmpp, logsnr for langevin].")
-@click.option("-n", "num", type=int, default=64, help="Number of samples.")
-@click.option("--seed", type=int, default=0, help="Seed of the initial noise and the sampler's noise.")
+@click.option("-n", "num", type=click.IntRange(min=1), default=64, help="Number of samples.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per network call [default: all of them]; the samples do not depend on it.")
+@click.option("--seed", type=SEED, default=0, help="Seed: sample i's noise (x_T and every step's) depends only on (seed, i).")
 @click.option("--noise", type=click.Path(dir_okay=False), default=None, help="Start from x_T in a .npy file of shape (n, *sample_shape).")
-@click.option("--out", type=click.Path(dir_okay=False), default="samples.png", help="Plot path; raw samples go to the same name with .npz.")
-@click.option("--device", default=None, help="cpu, cuda, mps [default: cuda if available, else cpu].")
-def sample(ckpt, sampler, steps, eta, steps_per_level, step_size, spacing, num, seed, noise, out, device):
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Plot path (.png, .pdf, .svg, .jpg); raw samples go to the same name with .npz [default: RUN/samples/SAMPLER-STEPS-seedS.png beside the checkpoint, runs/samples/... for a shipped one].")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N, mps [default: cuda if available, else cpu].")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def sample(ckpt, sampler, steps, eta, steps_per_level, step_size, spacing, num, batch_size, seed, noise, out, device,
+           quiet):
     """Draw samples from a checkpoint: a PNG grid (images) or scatter plot (2-D) and an .npz.
 
-    A latent model samples latents (--noise has their shape) and decodes them; the .npz holds the images.
+    A latent model samples latents (--noise has their shape) and decodes them; the .npz holds the images, in the
+    data's scale (about [-1, 1]; samples are not clipped).
 
     \b
     Example:
@@ -115,54 +152,100 @@ def sample(ckpt, sampler, steps, eta, steps_per_level, step_size, spacing, num, 
     import numpy as np
     import torch
 
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, resolve_checkpoint
     from .denoiser import CountNFE
+    from .device import resolve_device
     from .families import sampler_from_checkpoint
+    from .paths import check_output_file
     from .plotting import save_samples
-    from .samplers import default_spacing, generate
+    from .samplers import check_sampler_options, check_sampler_supports, default_spacing, generate
+    from .schedules import time_grid
 
-    if not 0.0 <= eta <= 1.0:
-        raise TrilemmaError(f"--eta must be in [0, 1], got {eta}")
-    if sampler != "langevin" and (steps_per_level is not None or step_size is not None):
-        raise TrilemmaError(f"--steps-per-level and --step-size are langevin options (--sampler is {sampler})")
-    steps_per_level = 1 if steps_per_level is None else steps_per_level
-    step_size = LANGEVIN_STEP_SIZE if step_size is None else step_size
-    if steps_per_level < 1 or not step_size > 0:
-        raise TrilemmaError(f"--steps-per-level must be >= 1 and --step-size > 0, got {steps_per_level}, {step_size}")
-    if num < 1:
-        raise TrilemmaError(f"-n must be >= 1, got {num}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # everything that can be checked is checked before the model runs
+    opts = check_sampler_options(sampler, {"eta": eta, "steps_per_level": steps_per_level, "step_size": step_size},
+                                 "", flag=lambda k: "--" + k.replace("_", "-"))
+    device = resolve_device(device)
     ck = load_checkpoint(ckpt)
+    if out is None:
+        where = resolve_checkpoint(ckpt)
+        base = where.parent / "samples" if where.name == "checkpoint" else Path("runs") / "samples" / where.name
+        out = base / f"{sampler}-{steps}-seed{seed}.png"
+    out = check_output_file(out, "--out", SAMPLE_SUFFIXES)
+    raw = out.with_suffix(".npz")
     x_T = None
     if noise is not None:
-        try:
-            x_T = torch.from_numpy(np.load(noise, allow_pickle=False)).float()
-        except (OSError, ValueError) as e:
-            raise TrilemmaError(f"{noise}: not a readable .npy array ({str(e).splitlines()[0]})") from None
-        if tuple(x_T.shape[1:]) != ck.sample_shape:
-            raise TrilemmaError(f"{noise}: shape {tuple(x_T.shape)} does not match (n, {', '.join(map(str, ck.sample_shape))})")
+        x_T = _read_noise(noise, ck.sample_shape)
         num = x_T.shape[0]
     den, decode = sampler_from_checkpoint(ck, device)
     den = CountNFE(den)
+    check_sampler_supports(den, sampler)
     spacing = spacing or default_spacing(sampler)
+    grid = len(time_grid(den.schedule, steps, spacing)) - 1  # a grid the schedule cannot give is refused here
+    if grid != steps:
+        click.echo(f"trilemma: note: the {spacing} grid has {grid} distinct times for --steps {steps} on this "
+                   f"{den.schedule.num_timesteps}-step schedule: {grid} steps", err=True)
+    batch_size = batch_size or num
+    batches = -(-num // batch_size)
+    bar = _sampling_bar(quiet, batches, f"{sampler}-{steps}")
     t0 = time.perf_counter()
-    x = generate(den, num, ck.sample_shape, sampler=sampler, steps=steps, eta=eta, spacing=spacing, seed=seed,
-                 noise=x_T, device=device, steps_per_level=steps_per_level, step_size=step_size)
-    x = decode(x)
+    xs = []
+    for b, i in enumerate(range(0, num, batch_size)):
+        k = min(batch_size, num - i)
+        step_bar = bar if batches > 1 else _sampling_bar(quiet, None, f"{sampler}-{steps}")
+        xs.append(decode(generate(den, k, ck.sample_shape, sampler=sampler, steps=steps, spacing=spacing, seed=seed,
+                                  noise=None if x_T is None else x_T[i : i + k], first_index=i, device=device,
+                                  callback=None if batches > 1 else (lambda info: step_bar.update(1)), **opts)).cpu())
+        if batches > 1:
+            bar.update(1)
+        else:
+            step_bar.close()
+    bar.close()
+    x = torch.cat(xs)
     seconds = time.perf_counter() - t0
-    out = Path(out)
-    raw = out.with_suffix(".npz")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(raw, samples=x.cpu().numpy(), sampler=sampler, steps=steps, eta=eta, seed=seed, nfe=den.nfe,
-             **({"steps_per_level": steps_per_level, "step_size": step_size} if sampler == "langevin" else {}))
+    nfe = den.nfe // batches
+    bad = int((~torch.isfinite(x.flatten(1)).all(1)).sum())
+    if bad:
+        raise TrilemmaError(f"{bad} of {num} samples are not finite (NaN or infinity); nothing was written")
+    np.savez(raw, samples=x.numpy(), sampler=sampler, steps=steps, spacing=spacing, seed=seed, nfe=nfe, **opts)
     if out.suffix.lower() != ".npz":
         reference = None
         if len(x.shape) == 2:
             from .data import load_dataset
 
             reference = load_dataset(ck.cfg.data, "test").x[:2000]
-        save_samples(x, out, reference, title=f"{sampler}-{steps} ({den.nfe} NFE)")
-    click.echo(f"{num} samples, {den.nfe} NFE, {seconds:.2f} s -> {out}" + (f" and {raw}" if out != raw else ""))
+        save_samples(x, out, reference, title=f"{sampler}-{steps} ({nfe} NFE)")
+    click.echo(f"{num} samples, {nfe} NFE per sample, {seconds:.2f} s -> {out}" + (f" and {raw}" if out != raw else ""))
+
+
+def _sampling_bar(quiet: bool, total, what: str):
+    """A progress bar on stderr: per batch when there are several, else per network evaluation."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=f"sample {what}", unit="batch" if total else "NFE", disable=quiet,
+                dynamic_ncols=True, leave=False)
+
+
+def _read_noise(path: str, sample_shape: tuple[int, ...]):
+    """x_T from a .npy file: a finite, real-valued array of shape (n, *sample_shape)."""
+    import numpy as np
+    import torch
+
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        why = "not in NumPy's .npy format" if "pickle" in str(e) or not str(e) else str(e).splitlines()[0]
+        raise TrilemmaError(f"{path}: not a readable .npy array ({why})") from None
+    if not isinstance(arr, np.ndarray):
+        arr.close()
+        raise TrilemmaError(f"{path}: an .npz archive; --noise takes one .npy array")
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise TrilemmaError(f"{path}: holds {arr.dtype} values; --noise takes real numbers")
+    if arr.ndim < 1 or tuple(arr.shape[1:]) != sample_shape or arr.shape[0] < 1:
+        raise TrilemmaError(f"{path}: shape {tuple(arr.shape)} does not match (n, {', '.join(map(str, sample_shape))})")
+    x = torch.from_numpy(arr.astype(np.float32))
+    if not bool(torch.isfinite(x).all()):
+        raise TrilemmaError(f"{path}: holds NaN or infinity")
+    return x
 
 
 @main.command()
@@ -192,10 +275,10 @@ def export(ckpt, out, fmt):
 @click.option("--bpd", is_flag=True, help="Bits/dim of the model's variational bound on a data split (vdm; ddpm through its VLB).")
 @click.option("--recon", is_flag=True, help="An autoencoder's reconstructions of a data split: PSNR and their Frechet distance to it.")
 @click.option("--split", type=click.Choice(["train", "test"]), default="test", help="Data split to evaluate.")
-@click.option("--draws", type=int, default=2, help="Monte-Carlo draws of (t, noise) per image (>= 2 also gives the Monte-Carlo variance).")
+@click.option("--draws", type=int, default=BPD_DRAWS, help="Monte-Carlo draws of (t, noise) per image (>= 2 also gives the Monte-Carlo variance).")
 @click.option("-n", "num", type=int, default=None, help="Only the first N images of the split [default: all].")
-@click.option("--batch-size", type=int, default=250, help="Images per network call.")
-@click.option("--seed", type=int, default=0, help="Seed of the Monte-Carlo draws.")
+@click.option("--batch-size", type=int, default=BPD_BATCH, help="Images per network call (the draws do not depend on it).")
+@click.option("--seed", type=SEED, default=0, help="Seed of the Monte-Carlo draws.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the results to this JSON file.")
 @click.option("--device", default=None, help="cpu, cuda, mps [default: cuda if available, else cpu].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -212,20 +295,23 @@ def eval_(ckpt, bpd, recon, split, draws, num, batch_size, seed, json_out, devic
 
     from .checkpoint import load_checkpoint
     from .data import describe, load_dataset
+    from .device import resolve_device
     from .families import bound_from_checkpoint
     from .metrics.likelihood import evaluate_bound
+    from .paths import atomic_write_text, check_output_file
 
     if bpd == recon:
         raise TrilemmaError("eval: choose one thing to evaluate (--bpd or --recon)")
     if draws < 1 or batch_size < 1 or (num is not None and num < 1):
         raise TrilemmaError(f"--draws, --batch-size and -n must be >= 1, got {draws}, {batch_size}, {num}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
+    if json_out:
+        check_output_file(json_out, "--json", (".json",))
     ck = load_checkpoint(ckpt)
     if recon:
         res = _eval_recon(ck, split, num, batch_size, device, quiet)
         if json_out:
-            Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-            Path(json_out).write_text(json.dumps(res, indent=2))
+            atomic_write_text(json_out, json.dumps(res, indent=2))
         return
     terms_fn, to_bpd, name = bound_from_checkpoint(ck, device)
     data = load_dataset(ck.cfg.data, split)
@@ -238,8 +324,7 @@ def eval_(ckpt, bpd, recon, split, draws, num, batch_size, seed, json_out, devic
     click.echo(f"{name}; {data.name} {split} split, {res['images']} images x {draws} draws ({res['seconds']:.1f} s)")
     click.echo(bpd_table(res))
     if json_out:
-        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_out).write_text(json.dumps(res, indent=2))
+        atomic_write_text(json_out, json.dumps(res, indent=2))
 
 
 def _eval_recon(ck, split, num, batch_size, device, quiet) -> dict:
@@ -305,6 +390,8 @@ def bench(grid, out, num_samples, seeds, device, quiet):
             overrides["seeds"] = [int(s) for s in seeds.split(",")]
         except ValueError:
             raise TrilemmaError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
+        if not all(0 <= s < 2**63 for s in overrides["seeds"]):
+            raise TrilemmaError(f"--seeds: every seed must be in [0, 2^63), got {seeds!r}")
     if device is not None:
         overrides["device"] = device
     cfg = load_grid(grid, overrides)
@@ -329,7 +416,7 @@ def _print_summary(summary: dict, out: Path) -> None:
 @click.option("--retrain", is_flag=True, help="Train the toy models anew (DDPM and DDGAN at T = 4 and T = 1; about 70 minutes on 2 CPU cores) "
               "instead of using the shipped ones.")
 @click.option("-n", "--num-samples", type=int, default=2500, help="Samples per row.")
-@click.option("--device", default=None, help="cpu, cuda, mps [default: cuda if available, else cpu].")
+@click.option("--device", default=None, help="cpu, cuda, cuda:N, mps [default: cuda if available, else cpu].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(out, retrain, num_samples, device, quiet):
     """The trilemma on the 25-Gaussian grid: every sampler and step count of every family, one table.
@@ -343,15 +430,23 @@ def demo(out, retrain, num_samples, device, quiet):
     """
     from .bench import config_from_dict, run_bench
     from .demo import SHIPPED, demo_grid, shipped_checkpoint
+    from .device import resolve_device
+    from .paths import check_run_dir, prepare_bench_dir
 
     out = Path(out)
-    ckpts = {name: shipped_checkpoint(name) for name in SHIPPED}
+    shipped = {name: shipped_checkpoint(name) for name in SHIPPED}
+    ckpts = {name: out / name / "checkpoint" for name in SHIPPED} if retrain else shipped
+    cfg = config_from_dict(demo_grid(ckpts, num_samples, device), "demo")  # checked before anything runs
+    resolve_device(device)
+    prepare_bench_dir(out)
     if retrain:
         from .checkpoint import load_checkpoint
         from .training import train as run
 
-        ckpts = {name: run(load_checkpoint(c).cfg, out / name, progress=not quiet) for name, c in ckpts.items()}
-    cfg = config_from_dict(demo_grid(ckpts, num_samples, device), "demo")
+        for name in SHIPPED:
+            check_run_dir(out / name)
+        for name, c in shipped.items():
+            run(load_checkpoint(c).cfg, out / name, progress=not quiet)
     summary = run_bench(cfg, out, progress=not quiet, command=_command_line())
     _print_summary(summary, out)
 

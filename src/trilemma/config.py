@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -167,13 +168,15 @@ def _coerce(value, tp, key: str, where: str):
         if not isinstance(value, list):
             raise TrilemmaError(f"{where}: {key} must be a list, got {value!r}")
         return [_coerce(v, inner, f"{key}[{i}]", where) for i, v in enumerate(value)]
-    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
     if tp is float and isinstance(value, str):
         try:  # YAML 1.1 reads 3e-4 (no dot) as a string
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise TrilemmaError(f"{where}: {key} must be a finite number, got {value!r}")
+        return float(value)
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if tp in (str, bool) and isinstance(value, tp):
@@ -204,6 +207,90 @@ def from_dict(cls, data: dict, where: str, prefix: str = ""):
         raise TrilemmaError(f"{where}: {e}") from None
 
 
+# Allowed values of every config key that has a range or a fixed set, declared once and checked by `validate`
+# for every config, before anything is computed (YAML presets, --set overrides, a checkpoint's config.json).
+# (low, high): inclusive bounds, None for no bound; OVER_ZERO: a number > 0; a tuple of strings: the choices.
+POSITIVE, NON_NEGATIVE = (1, None), (0, None)
+UNIT = (0.0, 1.0)
+OVER_ZERO = (0.0, None, "exclusive")
+RANGES: dict[str, tuple] = {
+    "model.hidden": POSITIVE, "model.depth": POSITIVE, "model.fourier": NON_NEGATIVE,
+    "model.fourier_period": OVER_ZERO, "model.layers_per_block": POSITIVE, "model.norm_groups": POSITIVE,
+    "model.dropout": (0.0, 0.99),
+    "gan.latent_dim": POSITIVE, "gan.mapping_layers": NON_NEGATIVE, "gan.d_hidden": POSITIVE, "gan.d_depth": POSITIVE,
+    "gan.d_fourier": NON_NEGATIVE, "gan.d_fourier_period": OVER_ZERO, "gan.d_fourier_anneal": NON_NEGATIVE,
+    "gan.d_group": NON_NEGATIVE, "gan.lr_g": OVER_ZERO, "gan.lr_d": OVER_ZERO, "gan.beta1": (0.0, 0.999999),
+    "gan.beta2": (0.0, 0.999999), "gan.r1_gamma": (0.0, None), "gan.lazy_reg": POSITIVE,
+    "vdm.timesteps": NON_NEGATIVE, "vdm.fourier_min": NON_NEGATIVE, "vdm.fourier_max": NON_NEGATIVE,
+    "autoencoder.layers_per_block": POSITIVE, "autoencoder.latent_channels": POSITIVE,
+    "autoencoder.norm_groups": POSITIVE, "autoencoder.pad": NON_NEGATIVE, "autoencoder.kl_weight": (0.0, None),
+    "autoencoder.perceptual": (0.0, None), "autoencoder.scale_images": (2, None),
+    "train.steps": POSITIVE, "train.batch_size": POSITIVE, "train.lr": OVER_ZERO, "train.weight_decay": (0.0, None),
+    "train.warmup": NON_NEGATIVE, "train.grad_clip": (0.0, None), "train.ema_decay": (0.0, 0.999999999),
+    "train.seed": (0, 2**32 - 1), "train.log_every": POSITIVE, "train.sample_every": NON_NEGATIVE,
+    "train.save_every": NON_NEGATIVE,
+    "train.mixed_precision": ("no", "fp16", "bf16"), "train.tracker": ("none", "tensorboard"),
+    "sample.steps": POSITIVE, "sample.eta": UNIT, "sample.n": POSITIVE,
+    "vdm.shape_loss": ("variance", "bound"), "autoencoder.recon": ("l1", "l2"),
+    "model.prediction": ("eps", "v", "x0"),
+    "schedule.num_timesteps": POSITIVE, "schedule.beta_start": (0.0, 0.999, "exclusive"), "schedule.beta_end": (0.0, 0.999, "exclusive"),
+    "schedule.beta_min": (0.0, None), "schedule.beta_max": OVER_ZERO, "schedule.grid_eps": (0.0, 0.999),
+    "schedule.hidden": POSITIVE,
+}
+POSITIVE_LISTS = ("model.channels", "gan.d_channels", "autoencoder.channels")  # non-empty, every entry >= 1
+
+
+def _get(cfg, dotted: str):
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def validate(cfg: "Config", where: str) -> "Config":
+    """Check every value of a loaded config against `RANGES` and the cross-key rules (one line naming the
+    file and the key), so that nothing invalid reaches training or sampling."""
+    from .samplers import SAMPLERS
+    from .schedules import SCHEDULES, SPACINGS
+
+    def fail(msg):
+        raise TrilemmaError(f"{where}: {msg}")
+
+    if cfg.family not in FAMILY_NAMES:
+        fail(f"family {cfg.family!r} is not one of {', '.join(FAMILY_NAMES)}")
+    choices = {"sample.sampler": tuple(SAMPLERS), "sample.spacing": SPACINGS, "schedule.name": SCHEDULES}
+    for key, rule in {**RANGES, **choices}.items():
+        v = _get(cfg, key)
+        if rule and isinstance(rule[0], str):
+            if v not in rule:
+                fail(f"{key} must be one of {', '.join(rule)}, got {v!r}")
+            continue
+        lo, hi, *exclusive = rule
+        if (lo is not None and (v <= lo if exclusive else v < lo)) or (hi is not None and v > hi):
+            bound = f"> {lo:g}" if exclusive else f">= {lo:g}"
+            span = bound if hi is None else f"{bound} and <= {hi:g}"
+            fail(f"{key} must be {span}, got {v!r}")
+    for key in POSITIVE_LISTS:
+        v = _get(cfg, key)
+        if not v or any(c < 1 for c in v):
+            fail(f"{key} must be a non-empty list of positive integers, got {v!r}")
+    if len(cfg.model.attention) != len(cfg.model.channels):
+        fail(f"model.attention has {len(cfg.model.attention)} entries for {len(cfg.model.channels)} levels of "
+             "model.channels")
+    if cfg.schedule.beta_start > cfg.schedule.beta_end:
+        fail(f"schedule.beta_start ({cfg.schedule.beta_start:g}) must not exceed schedule.beta_end "
+             f"({cfg.schedule.beta_end:g})")
+    if cfg.schedule.gamma_min >= cfg.schedule.gamma_max:
+        fail(f"schedule needs gamma_max > gamma_min, got gamma_min = {cfg.schedule.gamma_min:g} and "
+             f"gamma_max = {cfg.schedule.gamma_max:g}")
+    if cfg.vdm.fourier_min > cfg.vdm.fourier_max:
+        fail(f"vdm.fourier_min ({cfg.vdm.fourier_min}) must not exceed vdm.fourier_max ({cfg.vdm.fourier_max})")
+    if cfg.family != "autoencoder" and cfg.sample.sampler == "langevin" and cfg.family == "ddgan":
+        fail("sample.sampler langevin needs a score; a DDGAN generator draws x0 at random (use ddpm or ddim)")
+    if cfg.sample.sampler != "ddim" and cfg.sample.eta != 0:
+        fail(f"sample.eta is a DDIM option (sample.sampler is {cfg.sample.sampler})")
+    return cfg
+
+
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
@@ -219,33 +306,76 @@ def _set_path(d: dict, dotted: str, value, where: str):
     node[parts[-1]] = value
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last silently)."""
+
+
+def _no_duplicates(loader, node, deep=False):
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def read_yaml(path: str | Path, what: str = "config file"):
+    """A YAML (or JSON) file as Python data; a missing, unreadable, binary or invalid file is a one-line error
+    naming it (and the line, for a syntax error or a repeated key)."""
+    p = Path(path)
+    if not p.is_file():
+        raise TrilemmaError(f"{p}: {what} not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise TrilemmaError(f"{p}: not a text file (a {what} is YAML)") from None
+    except OSError as e:
+        raise TrilemmaError(f"{p}: cannot read the {what} ({e.strerror or e})") from None
+    try:
+        return yaml.load(text, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise TrilemmaError(f"{p}: not valid YAML{at}: {problem}") from None
+
+
+def parse_override(item: str) -> tuple[str, object]:
+    """`--set key=value`: the key and the value parsed as YAML."""
+    if "=" not in item:
+        raise TrilemmaError(f"--set {item!r}: expected key=value")
+    key, value = item.split("=", 1)
+    if not key.strip():
+        raise TrilemmaError(f"--set {item!r}: empty key")
+    try:
+        return key.strip(), yaml.load(value, Loader=_StrictLoader)
+    except yaml.YAMLError as e:
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise TrilemmaError(f"--set {item!r}: the value is not valid YAML ({problem})") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
     """Read a YAML (or JSON) config, apply `key=value` overrides (values parsed as YAML), validate."""
     raw: dict = {}
     where = str(path) if path else "config"
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise TrilemmaError(f"{p}: config file not found")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f" (line {mark.line + 1})" if mark else ""
-            raise TrilemmaError(f"{p}: not valid YAML{at}") from None
+        raw = read_yaml(path)
+        if raw is None:
+            raise TrilemmaError(f"{where}: the config is empty (it needs at least `family` and `data`)")
+        if not isinstance(raw, dict):
+            raise TrilemmaError(f"{where}: a config is a mapping of sections, got a {type(raw).__name__}")
     for item in overrides:
-        if "=" not in item:
-            raise TrilemmaError(f"--set {item!r}: expected key=value")
-        key, value = item.split("=", 1)
-        _set_path(raw, key.strip(), yaml.safe_load(value), where)
+        key, value = parse_override(item)
+        _set_path(raw, key, value, where)
     cfg = from_dict(Config, raw, where)
-    if cfg.family not in FAMILY_NAMES:
-        raise TrilemmaError(f"{where}: family {cfg.family!r} is not one of {', '.join(FAMILY_NAMES)}")
-    return cfg
-
-
+    return validate(cfg, where)
 def config_from_json(text: str, where: str) -> Config:
     try:
-        return from_dict(Config, json.loads(text)["config"], where)
+        raw = json.loads(text)["config"]
     except (ValueError, KeyError, TypeError):
         raise TrilemmaError(f"{where}: not a trilemma checkpoint config") from None
+    return validate(from_dict(Config, raw, where), where)

@@ -56,6 +56,10 @@ TOY_SCALE: dict[str, float] = {
 }
 _TOY_STD = {"grid25": 0.05, "ring8": 0.02}  # per-mode std before scaling
 
+# Upper bounds that turn a typo (n: 1000000000000) into a one-line error instead of a failed allocation.
+MAX_POINTS = 100_000_000  # toy2d data.n: 800 MB of float32 points
+MAX_IMAGE_SIZE = 4096  # folder data.image_size
+
 DIGITS_TRAIN, DIGITS_TEST = 1500, 297  # sklearn's 1797 digits, split by a fixed permutation
 
 FASHION_FILES = {
@@ -63,6 +67,11 @@ FASHION_FILES = {
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
 IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 2051, 2049
+FASHION_IMAGE_SHAPE = (28, 28)
+# At most this many items per IDX file (Fashion-MNIST has 60,000): the header is checked against it before
+# any payload is read. A million 28x28 images are 784 MB as uint8 and 3.1 GB once converted to float32.
+IDX_MAX_ITEMS = 1_000_000
+GZIP_MAX_RATIO = 1032  # deflate's largest expansion (258 bytes per 2-bit match); bounds what a .gz can hold
 
 # Parsed IDX arrays keyed by (path, mtime_ns, size): repeated loads in one process skip gunzip and parsing.
 _IDX_CACHE: dict[tuple[str, int, int], np.ndarray] = {}
@@ -87,12 +96,12 @@ class DataConfig:
             raise TrilemmaError(f"data.name: unknown dataset {self.name!r}; choose one of {', '.join(DATASETS)}")
         if self.toy not in TOYS:
             raise TrilemmaError(f"data.toy: unknown toy {self.toy!r}; choose one of {', '.join(TOYS)}")
-        if self.n < 1:
-            raise TrilemmaError(f"data.n must be >= 1, got {self.n}")
+        if not 1 <= self.n <= MAX_POINTS:
+            raise TrilemmaError(f"data.n must be in [1, {MAX_POINTS:,}] (toy points are drawn in memory), got {self.n}")
         if not 0 <= self.seed < 2**62:
             raise TrilemmaError(f"data.seed must be in [0, 2^62), got {self.seed}")
-        if self.image_size < 1:
-            raise TrilemmaError(f"data.image_size must be >= 1, got {self.image_size}")
+        if not 1 <= self.image_size <= MAX_IMAGE_SIZE:
+            raise TrilemmaError(f"data.image_size must be in [1, {MAX_IMAGE_SIZE}], got {self.image_size}")
         if self.channels not in (1, 3):
             raise TrilemmaError(f"data.channels must be 1 or 3, got {self.channels}")
         if self.name == "folder" and not self.root:
@@ -260,41 +269,81 @@ def _find_idx(root: Path, name: str) -> Path:
     raise TrilemmaError(f"{root / name}: Fashion-MNIST file not found (nor {name.removesuffix('.gz')})")
 
 
-def _read_idx(path: Path, magic: int) -> np.ndarray:
-    """Parse one IDX file (uint8 payload) into (n,) or (n, rows, cols); cached by (path, mtime, size)."""
+def _read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.ndarray:
+    """Parse one IDX file (uint8 payload) into (n, *item_shape); cached by (path, mtime, size).
+
+    The header is read first from a streaming reader (gzip or plain) and checked (magic, per-item shape,
+    item count at most IDX_MAX_ITEMS, a payload the file can hold); then exactly the declared payload is
+    read, in chunks, so a crafted file costs no more memory than the data it really holds.
+    """
     st = path.stat()
     key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
     if key in _IDX_CACHE:
         return _IDX_CACHE[key]
+    gz = path.suffix == ".gz"
     try:
-        raw = path.read_bytes()
+        f = open(path, "rb")
     except OSError as e:
         raise TrilemmaError(f"{path}: cannot read ({e.strerror or type(e).__name__})") from None
-    if path.suffix == ".gz":
-        if raw[:2] != b"\x1f\x8b":
-            raise TrilemmaError(f"{path}: not a gzip file")
+    with f:
         try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error):
-            raise TrilemmaError(f"{path}: corrupt or truncated gzip data") from None
-    ndim = 3 if magic == IDX_IMAGES_MAGIC else 1
-    header = 4 * (1 + ndim)
-    if len(raw) < header:
-        raise TrilemmaError(f"{path}: truncated IDX header ({len(raw)} bytes)")
-    found = struct.unpack(">I", raw[:4])[0]
-    if found != magic:
-        raise TrilemmaError(f"{path}: wrong IDX magic number {found} (expected {magic})")
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = math.prod(dims)
-    got = len(raw) - header
-    if got < expected:
-        raise TrilemmaError(f"{path}: truncated data ({got} of {expected} payload bytes for shape {dims})")
-    if got > expected:
-        raise TrilemmaError(f"{path}: {got - expected} unexpected trailing bytes after shape {dims}")
-    # a writable buffer lets torch.from_numpy share it without a warning (the cache itself is never written)
-    arr = np.frombuffer(bytearray(raw), dtype=np.uint8, offset=header).reshape(dims)
+            if gz:
+                if f.read(2) != b"\x1f\x8b":
+                    raise TrilemmaError(f"{path}: not a gzip file")
+                f.seek(0)
+                with gzip.GzipFile(fileobj=f, mode="rb") as stream:
+                    arr = _parse_idx(stream, path, st.st_size, magic, item_shape, gz)
+            else:
+                arr = _parse_idx(f, path, st.st_size, magic, item_shape, gz)
+        except (OSError, EOFError, zlib.error) as e:  # OSError includes gzip.BadGzipFile
+            if gz:
+                raise TrilemmaError(f"{path}: corrupt or truncated gzip data") from None
+            raise TrilemmaError(f"{path}: cannot read ({getattr(e, 'strerror', None) or type(e).__name__})") from None
     _IDX_CACHE[key] = arr
     return arr
+
+
+def _read_upto(stream, n: int) -> bytearray:
+    """At most n bytes from `stream`, fewer only at its end. Read in chunks into a growing buffer, so a
+    stream shorter than declared never makes us allocate (or hold twice) the declared size."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = stream.read(min(n - len(buf), 1 << 24))
+        if not chunk:
+            break
+        buf += chunk
+    return buf
+
+
+def _parse_idx(stream, path: Path, file_size: int, magic: int, item_shape: tuple[int, ...], gz: bool) -> np.ndarray:
+    """Check the header read from `stream`, then read exactly the payload it declares (see `_read_idx`)."""
+    ndim = 1 + len(item_shape)
+    header = 4 * (1 + ndim)
+    head = _read_upto(stream, header)
+    if len(head) < header:
+        raise TrilemmaError(f"{path}: truncated IDX header ({len(head)} bytes)")
+    found = struct.unpack(">I", head[:4])[0]
+    if found != magic:
+        raise TrilemmaError(f"{path}: wrong IDX magic number {found} (expected {magic})")
+    dims = struct.unpack(f">{ndim}I", head[4:header])
+    if dims[1:] != item_shape:
+        shape = "x".join(map(str, item_shape))
+        raise TrilemmaError(f"{path}: IDX items of shape {dims[1:]}, expected {shape} (Fashion-MNIST)")
+    if dims[0] > IDX_MAX_ITEMS:
+        raise TrilemmaError(f"{path}: IDX header declares {dims[0]} items, more than the {IDX_MAX_ITEMS:,} accepted")
+    expected = math.prod(dims)
+    # a plain file holds at most its size; deflate expands a byte into at most GZIP_MAX_RATIO bytes
+    capacity = file_size - header if not gz else GZIP_MAX_RATIO * file_size
+    if expected > capacity:
+        raise TrilemmaError(f"{path}: truncated data (a {file_size}-byte file cannot hold the {expected} payload bytes "
+                            f"declared for shape {dims})")
+    raw = _read_upto(stream, expected)
+    if len(raw) < expected:
+        raise TrilemmaError(f"{path}: truncated data ({len(raw)} of {expected} payload bytes for shape {dims})")
+    if stream.read(1):
+        raise TrilemmaError(f"{path}: unexpected trailing bytes after the {expected} payload bytes of shape {dims}")
+    # a writable buffer lets torch.from_numpy share it without a warning (the cache itself is never written)
+    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
 
 
 def _load_fashion_mnist(cfg: DataConfig, split: str) -> Dataset:
@@ -302,8 +351,8 @@ def _load_fashion_mnist(cfg: DataConfig, split: str) -> Dataset:
     root = _fashion_root(cfg)
     img_name, lab_name = FASHION_FILES[split]
     img_path, lab_path = _find_idx(root, img_name), _find_idx(root, lab_name)
-    images = _read_idx(img_path, IDX_IMAGES_MAGIC)
-    labels = _read_idx(lab_path, IDX_LABELS_MAGIC)
+    images = _read_idx(img_path, IDX_IMAGES_MAGIC, FASHION_IMAGE_SHAPE)
+    labels = _read_idx(lab_path, IDX_LABELS_MAGIC, ())
     if len(images) != len(labels):
         raise TrilemmaError(f"{img_path}: {len(images)} images but {lab_path} has {len(labels)} labels")
     if len(labels) and labels.max() > 9:
@@ -333,7 +382,12 @@ def _load_folder(cfg: DataConfig) -> Dataset:
     if not files:
         raise TrilemmaError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) found")
     mode, size = ("L" if cfg.channels == 1 else "RGB"), cfg.image_size
-    out = np.empty((len(files), size, size, cfg.channels), dtype=np.uint8)
+    try:
+        out = np.empty((len(files), size, size, cfg.channels), dtype=np.uint8)
+    except MemoryError:
+        gb = len(files) * size * size * cfg.channels / 1e9
+        raise TrilemmaError(f"{root}: {len(files)} images of {size}x{size}x{cfg.channels} need {gb:.1f} GB of memory; "
+                            "lower data.image_size or use fewer images") from None
     for i, p in enumerate(files):
         try:
             with Image.open(p) as im:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from .checkpoint import Checkpoint
 from .errors import TrilemmaError
 from .families import build_family
@@ -61,7 +59,9 @@ def export_diffusers(ck: Checkpoint, out: str | Path) -> Path:
     net = family.modules["net"]
     assert isinstance(net, UNet)
     scheduler = ddim_scheduler_for(cfg)
-    pipe = DDIMPipeline(unet=net.unet.to(torch.float32), scheduler=scheduler)
+    # .float(), not .to(torch.float32): diffusers' ModelMixin.to logs "modules that should be kept in float32: []"
+    # on any dtype cast (its check tests `[] is not None`); nn.Module.float() casts the same without the warning.
+    pipe = DDIMPipeline(unet=net.unet.float(), scheduler=scheduler)
     pipe.save_pretrained(str(out), safe_serialization=True)
     return out
 
@@ -77,5 +77,5 @@ def export_autoencoder(ck: Checkpoint, out: str | Path) -> Path:
         raise TrilemmaError(f"{out}: already exists and is not empty; choose another output folder")
     ae = autoencoder_from_checkpoint(ck)
     ae.vae.register_to_config(scaling_factor=ae.latent_scale.item())
-    ae.vae.to(torch.float32).save_pretrained(str(out), safe_serialization=True)
+    ae.vae.float().save_pretrained(str(out), safe_serialization=True)  # .float(): see export_diffusers
     return out

@@ -8,14 +8,18 @@ shipped file is pinned below and checked on load. Metrics computed on these feat
 the network ("FD-digits", "FD-FMNIST"), never "FID": they are not comparable with Inception FID.
 
 Standard Inception FID runs through the same code path (`InceptionFeatures`) with torch-fidelity's
-TF-compatible Inception-v3 (`pip install trilemma[inception]`).
+TF-compatible Inception-v3 (`pip install trilemma[inception]`); a local copy of its weights
+(`inception_weights`) must be safetensors, never a pickle.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass
 from importlib import resources
@@ -42,6 +46,7 @@ __all__ = [
     "extract_features",
     "train_feature_net",
     "file_sha256",
+    "inception_state_dict",
 ]
 
 
@@ -183,12 +188,76 @@ class InceptionFeatures:
 
 
 def _fidelity_inception(weights_path: str | None):
+    """torch-fidelity's Inception-v3 with weights we read ourselves without running pickled code
+    (`inception_state_dict`); torch-fidelity gets them as an in-memory archive of plain tensors, so its
+    own `torch.load` (no `weights_only` argument) never sees the user's file or its download cache."""
+    state = inception_state_dict(weights_path) if weights_path is not None else None  # refuse a bad file first
     try:
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        import torch_fidelity.feature_extractor_inceptionv3 as tfi
     except ImportError as e:
         raise TrilemmaError(f"Inception features need torch-fidelity: pip install 'trilemma[inception]' ({e})") from None
-    return FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                       feature_extractor_weights_path=weights_path)
+    where = str(weights_path) if weights_path is not None else "torch-fidelity's Inception-v3 weights"
+    if state is None:
+        state = _download_inception_state(getattr(tfi, "URL_INCEPTION_V3", None))
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    try:
+        return tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                               feature_extractor_weights_path=buf)
+    except RuntimeError as e:  # load_state_dict: missing / unexpected keys, wrong shapes
+        raise TrilemmaError(f"{where}: not torch-fidelity's Inception-v3 weights ({_first_line(e)})") from None
+
+
+def _first_line(e: BaseException) -> str:
+    """A one-line reason for exception `e` (torch's weights-only refusal: the unpickler's own line)."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:300]
+
+
+def _plain_state_dict(obj, where: str) -> dict[str, torch.Tensor]:
+    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                       for k, v in obj.items()):
+        raise TrilemmaError(f"{where}: not a state dict (a mapping of names to tensors)")
+    return obj
+
+
+def inception_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a local Inception weights file (`inception_weights`). Only safetensors is accepted: a
+    pickled `.pth` is refused by name before anything reads it, since unpickling can run code (and even
+    `weights_only=True` has had bypasses)."""
+    p = Path(path).expanduser()
+    if p.suffix != ".safetensors":
+        raise TrilemmaError(
+            f"{p}: Inception weights must be a .safetensors file (pickled weights can run code when loaded); "
+            "convert a trusted .pth once: python -c \"import torch, safetensors.torch as st; "
+            "st.save_file(torch.load('IN.pth', weights_only=True), 'OUT.safetensors')\"")
+    if not p.is_file():
+        raise TrilemmaError(f"{p}: Inception weights file not found")
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(p), device="cpu")
+    except Exception as e:  # safetensors' error type varies by version
+        raise TrilemmaError(f"{p}: not a readable safetensors file ({_first_line(e)})") from None
+    return _plain_state_dict(state, str(p))
+
+
+def _download_inception_state(url: str | None) -> dict[str, torch.Tensor]:
+    """torch-fidelity's default weights through torch.hub's cache, read with weights_only=True (torch.hub
+    defaults to False, so a replaced cache file could otherwise run code)."""
+    if not url:
+        raise TrilemmaError("this torch-fidelity names no Inception-v3 weights URL; set inception_weights to a local file")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            state = torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=True, weights_only=True)
+    except Exception as e:  # no network, a refused (non-tensor) cache file, ...
+        raise TrilemmaError(f"{url}: cannot load Inception-v3 weights ({_first_line(e)}); download it, convert it to "
+                            f".safetensors and set inception_weights") from None
+    return _plain_state_dict(state, url)
 
 
 # --- loading the shipped networks ----------------------------------------------------------------

@@ -26,16 +26,88 @@ __all__ = [
     "slerp",
     "ddim_interpolate",
     "SAMPLERS",
+    "SampleNoise",
     "default_spacing",
+    "generate",
+    "initial_noise",
 ]
 
 Callback = Callable[[dict], None] | None
 LANGEVIN_STEP_SIZE = 0.5  # eta = 0.5 sigma_t^2: stable (ULA needs eta < 2 sigma_t^2 at most), mixes in a few steps
 
 
-def randn(shape, generator: torch.Generator | None, device=None, dtype=torch.float32) -> torch.Tensor:
+MASK64 = (1 << 64) - 1
+
+
+def _mix64(z: int) -> int:
+    """SplitMix64's finaliser (Steele, Lea & Flood 2014): a bijective 64-bit hash with full avalanche."""
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+def sample_seed(seed: int, index: int, stream: int = 0) -> int:
+    """The 63-bit seed of sample `index`'s noise stream `stream` under run seed `seed` (distinct inputs give
+    unrelated seeds: two rounds of a bijective hash)."""
+    return _mix64((_mix64((seed & MASK64) ^ 0x9E3779B97F4A7C15) + index * 0xD1B54A32D192ED03
+                   + stream * 0xABC98388FB8FAC03) & MASK64) >> 1
+
+
+class SampleNoise:
+    """Per-sample noise (EDM's StackedRandomGenerator, Karras et al. 2022): row k of every draw comes from
+    sample `first + k`'s own CPU generator, seeded by (seed, first + k). A sample's noise (x_T, every step's
+    noise, a DDGAN latent) therefore depends only on (seed, sample index), never on the batch it is drawn in, the
+    number of processes or the device. x_T is each sample's first draw; `skip` passes over it when x_T is given.
+
+    Each per-sample draw size d has its own stream, drawn in blocks of max(1, block // d) draws per sample, so
+    a 2-D toy's thousands of samples do not pay a Python call per sample and step; the block depends only on d,
+    so the numbers a sample receives do not depend on the batch either. Nothing is drawn before it is needed:
+    a deterministic sampler started from a given x_T costs nothing here."""
+
+    def __init__(self, seed: int, first: int, n: int, block: int = 256):
+        if not 0 <= seed < 2**63:
+            raise TrilemmaError(f"seed must be in [0, 2^63), got {seed}")
+        self.seed, self.first, self.n, self.block = seed, first, n, block
+        self._streams: dict[int, dict] = {}  # per-sample size d -> generators, current block, draws taken
+
+    def _take(self, d: int, materialise: bool = True) -> torch.Tensor | None:
+        st = self._streams.setdefault(d, {"gens": None, "buf": None, "taken": 0})
+        m = max(1, self.block // d)  # draws per block, a function of d only
+        i = st["taken"]
+        st["taken"] += 1
+        if not materialise and st["buf"] is None and i < m:
+            return None  # a skip inside the first block: drawn (and passed over) if a later draw needs the block
+        if st["gens"] is None:
+            st["gens"] = [torch.Generator().manual_seed(sample_seed(self.seed, self.first + k, d)) for k in range(self.n)]
+        while st["buf"] is None or i >= st["start"] + m:  # next block (skipped draws are drawn and passed over)
+            buf = torch.empty(self.n, m * d)
+            for k, g in enumerate(st["gens"]):
+                buf[k].normal_(generator=g)
+            st["start"] = 0 if st["buf"] is None else st["start"] + m
+            st["buf"] = buf
+        j = i - st["start"]
+        return st["buf"][:, j * d : (j + 1) * d]
+
+    def randn(self, shape, device=None, dtype=torch.float32) -> torch.Tensor:
+        """Standard normal noise of `shape` = (n, ...), row k from sample first + k."""
+        shape = tuple(shape)
+        if shape[0] != self.n:
+            raise ValueError(f"SampleNoise holds {self.n} samples, asked for {shape[0]}")
+        return self._take(math.prod(shape[1:])).reshape(shape).to(device=device, dtype=dtype)
+
+    def skip(self, shape) -> None:
+        """Pass over one draw of `shape` (x_T when it is given rather than drawn)."""
+        self._take(math.prod(tuple(shape)[1:]), materialise=False)
+
+
+Generator = torch.Generator | SampleNoise | None
+
+
+def randn(shape, generator: Generator, device=None, dtype=torch.float32) -> torch.Tensor:
     """Standard normal noise on `device`, drawn on the generator's device (so a CPU generator gives
-    the same numbers whatever device the result lives on)."""
+    the same numbers whatever device the result lives on); a `SampleNoise` draws each row from its sample."""
+    if isinstance(generator, SampleNoise):
+        return generator.randn(shape, device, dtype)
     draw_on = generator.device if generator is not None else device
     return torch.randn(tuple(shape), generator=generator, device=draw_on, dtype=dtype).to(device)
 
@@ -189,6 +261,28 @@ SAMPLERS = {
     "langevin": sample_langevin,
 }
 SAMPLER_OPTIONS = {"ddim": ("eta",), "langevin": ("steps_per_level", "step_size")}  # options generate() passes on
+OPTION_DEFAULTS = {"eta": 0.0, "steps_per_level": 1, "step_size": LANGEVIN_STEP_SIZE}
+
+
+def check_sampler_options(sampler: str, given: dict, where: str, flag=lambda k: k) -> dict:
+    """The options of `sampler` from `given` (name -> value, None = not given), defaults filled in. An option
+    the sampler does not take is refused, whatever its value, the same way for every sampler; values are
+    range-checked. `flag` names an option in messages (the CLI's --eta, a grid's eta)."""
+    own = SAMPLER_OPTIONS.get(sampler, ())
+    stray = [k for k, v in given.items() if v is not None and k not in own]
+    if stray:
+        takes = f"it takes {', '.join(flag(k) for k in own)}" if own else "it takes no options"
+        raise TrilemmaError(f"{where}{', '.join(flag(k) for k in stray)}: not an option of sampler {sampler} ({takes})")
+    out = {k: OPTION_DEFAULTS[k] if given.get(k) is None else given[k] for k in own}
+    checks = {"eta": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1, "in [0, 1]"),
+              "steps_per_level": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+              "step_size": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
+                            "a finite number > 0")}
+    for k, v in out.items():
+        ok, what = checks[k]
+        if not ok(v):
+            raise TrilemmaError(f"{where}{flag(k)} must be {what}, got {v!r}")
+    return {k: float(v) if k != "steps_per_level" else v for k, v in out.items()}
 
 
 def default_spacing(sampler: str) -> str:
@@ -217,6 +311,16 @@ def ddim_interpolate(denoiser, schedule: Schedule, x_a, x_b, ts, weights) -> tor
     return torch.stack([sample_ddim(denoiser, schedule, slerp(z_a, z_b, float(w)), ts) for w in weights])
 
 
+def check_sampler_supports(denoiser, sampler: str) -> None:
+    """A one-line error for a sampler the denoiser cannot serve (Langevin needs a score; a DDGAN generator,
+    which draws x0 at random, has none)."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    if sampler == "langevin" and any(hasattr(m, "latent_generator") for m in denoiser.modules()):
+        raise TrilemmaError("sampler langevin needs the score -eps_hat / sigma from E[x | z_t]; a DDGAN generator "
+                            "draws x0 at random, so its eps_hat is not a score (use ddpm or ddim)")
+
+
 def generate(
     denoiser,
     n: int,
@@ -232,25 +336,32 @@ def generate(
     callback: Callback = None,
     steps_per_level: int = 1,
     step_size: float = LANGEVIN_STEP_SIZE,
+    first_index: int = 0,
 ) -> torch.Tensor:
-    """Draw n samples: x_T from `noise` or N(0, I) under `seed` (a CPU generator, so the same seed
-    gives the same x_T on every device), then the named sampler on `time_grid(steps, spacing)`
-    (`eta` for ddim; `steps_per_level` and `step_size` for langevin)."""
+    """Draw samples first_index .. first_index + n - 1 of a run: x_T from `noise` (then n = len(noise)) or from
+    each sample's own noise stream (`SampleNoise`), then the named sampler on `time_grid(steps, spacing)` (`eta`
+    for ddim; `steps_per_level` and `step_size` for langevin). Every random number a sample sees depends only on
+    (seed, its index), so the result does not depend on how the samples are split into batches or devices."""
     from .denoiser import seed_latents
     from .schedules import time_grid
 
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if sampler == "langevin" and any(hasattr(m, "latent_generator") for m in denoiser.modules()):
-        raise TrilemmaError("sampler langevin needs the score -eps_hat / sigma from E[x | z_t]; a DDGAN generator "
-                            "draws x0 at random, so its eps_hat is not a score (use ddpm or ddim)")
+    check_sampler_supports(denoiser, sampler)
     schedule = denoiser.schedule
-    generator = torch.Generator().manual_seed(seed)
-    if noise is None:
-        noise = torch.randn((n, *sample_shape), generator=generator)
-    x = noise.to(device=device, dtype=torch.float32)
     ts = time_grid(schedule, steps, spacing)
+    n = len(noise) if noise is not None else n
+    generator = SampleNoise(seed, first_index, n)
+    shape = (n, *sample_shape)
+    if noise is None:
+        noise = generator.randn(shape)
+    else:
+        generator.skip(shape)
+    x = noise.to(device=device, dtype=torch.float32)
     seed_latents(denoiser, generator)
     given = {"eta": eta, "steps_per_level": steps_per_level, "step_size": step_size}
     opts = {k: given[k] for k in SAMPLER_OPTIONS.get(sampler, ())}
     return SAMPLERS[sampler](denoiser, schedule, x, ts, generator=generator, callback=callback, **opts)
+
+
+def initial_noise(n: int, sample_shape: tuple[int, ...], seed: int = 0, first_index: int = 0) -> torch.Tensor:
+    """The x_T that `generate` draws for samples first_index .. first_index + n - 1 under `seed`."""
+    return SampleNoise(seed, first_index, n).randn((n, *sample_shape))

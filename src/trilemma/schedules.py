@@ -253,8 +253,8 @@ class GradScale:
 class LearnedGamma(Schedule):
     """VDM's learned schedule (Kingma et al. 2021): gamma(t) = gamma_0 + (gamma_1 -
     gamma_0) * (h(t) - h(0)) / (h(1) - h(0)), with h a monotone MLP (non-negative weights) and the endpoints
-    gamma_0 < gamma_1 learned. Written as gamma_0 (1 - s) + gamma_1 s, s the normalised shape, so
-    gamma(0) = gamma_0 and gamma(1) = gamma_1 exactly in floating point.
+    gamma_0 < gamma_1 learned. Written as gamma_0 (1 - s) + gamma_1 s, s the normalised shape that is
+    exactly 0 at t = 0 and 1 at t = 1 (see `shape`), so gamma(0) = gamma_0 and gamma(1) = gamma_1 exactly.
 
     h(t) = l1(t) + l3(phi(l2(2 t - 1))) / hidden with phi(u) = 2 sigmoid(u) - 1: l1 linear (1 -> 1), l2 (1 -> hidden),
     l3 (hidden -> 1), every weight passed through abs so h is non-decreasing (the official noise network's
@@ -288,9 +288,15 @@ class LearnedGamma(Schedule):
         return h1 + (2 * torch.sigmoid(u) - 1) @ w(self.l3_w).abs() / self.hidden
 
     def shape(self, t: torch.Tensor) -> torch.Tensor:
-        """The normalised shape s(t) = (h(t) - h(0)) / (h(1) - h(0)): 0 at t = 0, 1 at t = 1, non-decreasing."""
+        """The normalised shape s(t) = (h(t) - h(0)) / (h(1) - h(0)): 0 at t = 0, 1 at t = 1, non-decreasing.
+
+        h(0) and h(1) are evaluated in their own batch, and a matmul's rounding depends on the batch shape, so
+        the quotient at t = 0 or 1 can miss 0 or 1 by an ulp; the ends are therefore set to exactly 0 and 1 by
+        construction (s - s.detach() + end: the value is exact, the gradients those of s)."""
         ends = self._h(torch.tensor([0.0, 1.0], dtype=t.dtype, device=t.device))
-        return (self._h(t.reshape(-1)).reshape(t.shape) - ends[0]) / (ends[1] - ends[0])
+        s = (self._h(t.reshape(-1)).reshape(t.shape) - ends[0]) / (ends[1] - ends[0])
+        zero = s - s.detach()  # exactly 0, carrying the gradient of s
+        return torch.where(t == 0, zero, torch.where(t == 1, zero + 1, s))
 
     def gamma(self, t):
         t = torch.as_tensor(t, device=self.gamma_0.device)
@@ -385,7 +391,7 @@ def time_grid(schedule: Schedule, steps: int, spacing: str = "leading") -> torch
             g_lo = schedule(torch.tensor(1.0 / (T or 1000), dtype=torch.float64)).double()
             t = _invert_gamma(schedule, torch.linspace(g_hi.item(), g_lo.item(), steps, dtype=torch.float64))
         if T is not None:
-            t = (t * T).round().clamp(1, T) / T
+            t = (_distinct_steps((t * T).round().clamp(1, T) - 1, T) + 1) / T
     elif T is None:
         u = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)[:-1]
         t = u**2 if spacing == "quadratic" else u
@@ -398,7 +404,23 @@ def time_grid(schedule: Schedule, steps: int, spacing: str = "leading") -> torch
             k = torch.linspace(0, T - 1, steps + 1, dtype=torch.float64).round().flip(0)[:-1]
         else:  # quadratic
             k = (torch.linspace(0, math.sqrt(T * 0.8), steps, dtype=torch.float64) ** 2).floor().flip(0)
+        if spacing == "quadratic":
+            k = _distinct_steps(k, T)
         t = (k + 1) / T
-    if T is not None:
-        t = torch.unique_consecutive(t)  # snapping to the grid can repeat a time (quadratic, logsnr)
+    if T is not None:  # diffusers' linspace can repeat a time when steps is close to T; it drops the repeat
+        t = torch.unique_consecutive(t)
     return torch.cat([t, t.new_zeros(1)])
+
+
+def _distinct_steps(k: torch.Tensor, T: int) -> torch.Tensor:
+    """Decreasing training-grid indices T - 1 >= k_1 >= ... >= k_N >= 0 made strictly decreasing, so a grid asked
+    for N <= T steps has N: where snapping to the grid repeated an index (the quadratic and log-SNR grids crowd
+    the low noise levels), each repeat moves up to the next free index, from the low end up; if that passes
+    T - 1, the top ones move back down."""
+    out = k.flip(0).tolist()  # increasing
+    for i in range(1, len(out)):
+        out[i] = max(out[i], out[i - 1] + 1)
+    out[-1] = min(out[-1], T - 1)
+    for i in range(len(out) - 2, -1, -1):
+        out[i] = min(out[i], out[i + 1] - 1)
+    return torch.tensor(out[::-1], dtype=k.dtype)

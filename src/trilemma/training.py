@@ -14,6 +14,7 @@ import copy
 import json
 import math
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -22,11 +23,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, save_checkpoint
+from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, recover_checkpoint, save_checkpoint
 from .config import Config, to_dict
 from .data import InfiniteLoader, load_dataset
 from .errors import TrilemmaError
 from .families import build_family, decoder_of
+from .paths import RunLock, atomic_write_text, check_run_dir
 from .plotting import save_samples
 from .samplers import generate
 
@@ -136,6 +138,29 @@ def _write_samples(family, emas, cfg: Config, data, reference, path: Path, devic
     save_samples(decoder_of(family)(x), path, reference, title=f"{s.sampler}-{s.steps}")
 
 
+def _state_problem(family, modules: nn.ModuleDict, emas: dict[str, EMA], x: torch.Tensor, seed: int,
+                   step: int) -> str | None:
+    """What makes the state a checkpoint would hold unusable, or None: a non-finite weight (raw or EMA), or a
+    non-finite loss of the raw weights or of the EMA weights (what sampling uses) on the last batch. Huge but
+    finite weights pass the first test and fail the second. The probe draws from its own generator and forks
+    the global RNG, so the training run (and an exact resume) is not perturbed."""
+    ema_modules = _ema_modules(emas)
+    for kind, mods in (("weights", modules), ("EMA weights", ema_modules)):
+        bad = [n for n, v in mods.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            return f"its {kind} hold NaN or infinity ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
+    merged = nn.ModuleDict({n: ema_modules[n] if n in ema_modules else m for n, m in modules.items()})
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.enable_grad():
+        for kind, mods in (("weights", modules), ("EMA weights", merged)):
+            probe = ShardedRNG(seed + 2, device=x.device)
+            for phase in family.phases:
+                value = family.loss(phase, mods, x, probe, step).mean().item()
+                if not math.isfinite(value):
+                    return f"the {kind} it would save give a {phase} loss of {value}"
+    return None
+
+
 def _warn_single_cpu_process() -> None:
     """`accelerate launch --cpu --num_processes N` sets MASTER_PORT but starts one process (its simple
     launcher goes multi-process only through mpirun); say so instead of silently training alone."""
@@ -153,30 +178,59 @@ def _warn_single_cpu_process() -> None:
 
 
 def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> Path:
-    """Train `cfg` into `out_dir` (checkpoint/ and samples/); returns the checkpoint directory."""
+    """Train `cfg` into `out_dir` (checkpoint/ and samples/); returns the checkpoint directory.
+
+    The run directory is checked and locked before anything is computed (`paths.RunLock`): it must be new,
+    empty or a run directory (never a checkpoint directory or someone else's files), and one process at a time
+    trains into it. What an interrupted checkpoint write left is resolved first (`recover_checkpoint`)."""
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
 
     out_dir = Path(out_dir)
-    ckpt_dir = out_dir / "checkpoint"
-    if ckpt_dir.exists() and not resume:
-        raise TrilemmaError(f"{ckpt_dir} already exists; pass --resume to continue it or choose another --out")
-    tc = cfg.train
+    check_run_dir(out_dir)
     on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
     _warn_single_cpu_process()
     # cpu=True when there is no accelerator: then processes started by torchrun / `accelerate launch
     # --multi_gpu` (WORLD_SIZE > 1) run data-parallel on gloo instead of each training alone
     accelerator = Accelerator(
         cpu=on_cpu,
-        mixed_precision=tc.mixed_precision,
-        log_with="tensorboard" if tc.tracker == "tensorboard" else None,
+        mixed_precision=cfg.train.mixed_precision,
+        log_with="tensorboard" if cfg.train.tracker == "tensorboard" else None,
         project_dir=str(out_dir),
     )
+    lock = RunLock(out_dir)
+    if accelerator.is_main_process:  # one owner per run; the other processes of a data-parallel run follow it
+        note = lock.acquire()
+        if note:
+            print(f"trilemma: {note}", file=sys.stderr)
+    try:
+        if accelerator.is_main_process:
+            note = recover_checkpoint(out_dir / "checkpoint")
+            if note:
+                print(f"trilemma: {note}", file=sys.stderr)
+        accelerator.wait_for_everyone()
+        return _train(cfg, out_dir, accelerator, resume, progress)
+    finally:
+        lock.release()
+
+
+def _train(cfg: Config, out_dir: Path, accelerator, resume: bool, progress: bool) -> Path:
+    from accelerate.utils import set_seed
+
+    ckpt_dir = out_dir / "checkpoint"
+    if ckpt_dir.exists() and not resume:
+        raise TrilemmaError(f"{ckpt_dir} already exists; pass --resume to continue it or choose another --out")
+    tc = cfg.train
     ck = None
     if resume:
         if not ckpt_dir.exists():
             raise TrilemmaError(f"{ckpt_dir}: nothing to resume (no checkpoint)")
         ck = load_checkpoint(ckpt_dir)
+        state = ck.train_state()  # read (and checked) before anything in the run directory changes
+        if ck.meta["step"] > tc.steps:
+            raise TrilemmaError(f"{ckpt_dir} is at step {ck.meta['step']}, beyond train.steps = {tc.steps}; "
+                                "--resume continues to train.steps")
+    if accelerator.is_main_process:
+        atomic_write_text(out_dir / "config.json", json.dumps(to_dict(cfg), indent=2))
     set_seed(tc.seed)  # the model's initial weights: the same in every process
     data = load_dataset(cfg.data, "train")
     family = build_family(cfg, data.shape, ck.meta if ck else None, str(ckpt_dir))
@@ -196,16 +250,21 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     step = 0
 
     if resume:
-        tensors, meta = ck.train_state()
-        modules.load_state_dict({k[len("modules."):]: v for k, v in tensors.items() if k.startswith("modules.")})
-        for name, e in emas.items():
-            e.module.load_state_dict({k[len(name) + 1 :]: v for k, v in ck.weights.items() if k.startswith(name + ".")})
-        for phase, opt in optimizers.items():
-            optimizer_from_flat(phase, opt, tensors, meta["optimizers"][phase])
-        loader.load_state_dict(meta["loader"])
-        rng.gen.set_state(tensors["rng.sharded"])
-        torch.set_rng_state(tensors["rng.torch"])
-        _set_rng_meta(meta["rng"])
+        tensors, meta = state
+        try:
+            modules.load_state_dict({k[len("modules."):]: v for k, v in tensors.items() if k.startswith("modules.")})
+            for name, e in emas.items():
+                e.module.load_state_dict({k[len(name) + 1 :]: v for k, v in ck.weights.items()
+                                          if k.startswith(name + ".")})
+            for phase, opt in optimizers.items():
+                optimizer_from_flat(phase, opt, tensors, meta["optimizers"][phase])
+            loader.load_state_dict(meta["loader"])
+            rng.gen.set_state(tensors["rng.sharded"])
+            torch.set_rng_state(tensors["rng.torch"])
+            _set_rng_meta(meta["rng"])
+        except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise TrilemmaError(f"{ckpt_dir}: its training state does not fit this run ({first})") from None
         step = meta["step"]
 
     # DDP-wrap each module (gradient all-reduce happens in its forward/backward hooks)
@@ -225,8 +284,19 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     reference = data.x[:2000] if data.kind == "points" else None
     samples_dir = out_dir / "samples"
 
-    def save():
+    def diverged(at: str) -> TrilemmaError:
+        kept = (f"the last good checkpoint (step {last_good}) is kept in {ckpt_dir}" if ckpt_dir.exists()
+                else f"no checkpoint was written before it (train.save_every = {tc.save_every})")
+        return TrilemmaError(f"training diverged {at}; {kept}")
+
+    def save(x):
         accelerator.wait_for_everyone()
+        if x is not None:  # the state about to be saved must itself be good, not only the loss that led to it
+            problem = _state_problem(family, modules, emas, x, tc.seed, step)
+            flags = accelerator.reduce(torch.tensor([float(problem is not None)], device=device), "sum")
+            if flags.item() > 0:
+                bar.close()
+                raise diverged(f"by step {step}: {problem or 'another process found a non-finite state'}")
         if hasattr(family, "finalize"):  # in every process, so their buffers stay identical
             family.finalize(_ema_modules(emas), accelerator.unwrap_model(modules), data, device)
         if accelerator.is_main_process:
@@ -265,9 +335,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
                 value = loss.item()
                 if not math.isfinite(value):
                     bar.close()
-                    kept = (f"the last good checkpoint (step {last_good}) is kept in {ckpt_dir}" if ckpt_dir.exists()
-                            else f"no checkpoint was written before it (train.save_every = {tc.save_every})")
-                    raise TrilemmaError(f"training diverged at step {step + 1}: {phase} loss is {value}; {kept}")
+                    raise diverged(f"at step {step + 1}: {phase} loss is {value}")
                 accelerator.backward(loss)
             if tc.grad_clip > 0:
                 accelerator.clip_grad_norm_(params, tc.grad_clip)
@@ -288,13 +356,12 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         if tc.sample_every and step % tc.sample_every == 0 and step < tc.steps and accelerator.is_main_process:
             _write_samples(family, emas, cfg, data, reference, samples_dir / f"step_{step:07d}.png", device)
         if tc.save_every and step % tc.save_every == 0 and step < tc.steps:
-            save()
+            save(x)
             last_good = step
     bar.close()
-    save()
+    save(x if step > s0 else None)  # a resumed run with nothing left to train saves the loaded (checked) state
     if accelerator.is_main_process:
         _write_samples(family, emas, cfg, data, reference, samples_dir / f"step_{step:07d}.png", device)
-        (out_dir / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     if tc.tracker != "none":
         accelerator.end_training()
     return ckpt_dir

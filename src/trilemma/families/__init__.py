@@ -50,6 +50,9 @@ def _loaded_family(ck, device=None):
         nn.ModuleDict({name: family.modules[name] for name in family.ema_names()}).load_state_dict(ck.weights)
     except RuntimeError as e:
         raise TrilemmaError(f"{ck.path}: weights do not match the config ({str(e).splitlines()[0]})") from None
+    if tuple(family.sample_shape) != ck.sample_shape:
+        raise TrilemmaError(f"{ck.path / 'config.json'}: sample_shape {list(ck.sample_shape)} does not match the "
+                            f"model's {list(family.sample_shape)}")
     family.modules.to(device).eval()
     return family
 

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 
 TERMS = ("prior", "recon", "diffusion")
+BPD_DRAWS = 2  # default draws per image, everywhere (trilemma eval --bpd, the bench): two also give the MC variance
+BPD_BATCH = 250  # default images per network call (the result does not depend on it beyond float rounding)
 CHUNK = 1000  # images per block of random draws
 
 

@@ -1,0 +1,236 @@
+"""Where trilemma writes, checked before any compute: owned run directories, bench directories, output files.
+
+A run directory (`trilemma train --out DIR`) holds `checkpoint/`, `samples/`, `config.json` and two hidden
+files: `.trilemma-run` (it marks DIR as a run directory that train created) and `.lock`, which the training
+process holds for its lifetime (an advisory `flock`, released by the kernel however the process ends), so a
+second writer is refused and a lock left by a killed process is taken over with one line saying so.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sys
+from pathlib import Path
+
+from .errors import TrilemmaError
+
+RUN_MARKER = ".trilemma-run"
+BENCH_MARKER = ".trilemma-bench"
+LOCK_NAME = ".lock"
+CHECKPOINT_FORMAT = "trilemma-checkpoint"  # checkpoint.FORMAT (not imported: that module pulls in torch)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary sibling and a rename: readers see the old or the new file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def is_checkpoint_dir(path: Path) -> bool:
+    """A checkpoint directory: config.json of the trilemma checkpoint format beside model.safetensors."""
+    try:
+        meta = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == CHECKPOINT_FORMAT
+
+
+def is_run_dir(path: Path) -> bool:
+    """A directory `trilemma train` created (marker), or one of an older trilemma that holds checkpoint/."""
+    return (path / RUN_MARKER).is_file() or (path / "checkpoint" / "config.json").is_file()
+
+
+def _listing(path: Path) -> str:
+    names = sorted(p.name for p in path.iterdir())
+    return ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+
+
+def _check_dir_target(path: Path, what: str, owned) -> None:
+    """`path` may be created or reused: not a file, not a checkpoint directory, not a foreign non-empty one."""
+    if path.exists() and not path.is_dir():
+        raise TrilemmaError(f"{path}: {what} must be a directory, and this is a file")
+    if not path.is_dir():
+        return
+    if is_checkpoint_dir(path):
+        hint = f"; its run directory is {path.parent}" if what == "run directory" else ""
+        raise TrilemmaError(f"{path} is a checkpoint directory, not a {what} (nothing in a checkpoint directory "
+                            f"is overwritten){hint}")
+    if not owned(path) and any(path.iterdir()):
+        raise TrilemmaError(f"{path} exists and is not a trilemma {what} (it holds {_listing(path)}); "
+                            "choose a new or empty directory")
+
+
+def _make_dir(path: Path, what: str) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise TrilemmaError(f"{path}: cannot write the {what} here ({e.strerror or e})") from None
+
+
+def check_run_dir(out: Path) -> None:
+    """Everything about a train --out that can be known before creating it, including whether another
+    process is training into it now."""
+    out = Path(out)
+    _check_dir_target(out, "run directory", is_run_dir)
+    lock = out / LOCK_NAME
+    if lock.is_file():
+        try:
+            f = open(lock)
+        except OSError:
+            return  # acquire() gives the error
+        with f:
+            if not _try_lock(f):
+                raise _in_use(out, f.read().strip())
+            _unlock(f)
+
+
+def _in_use(out: Path, holder: str) -> TrilemmaError:
+    who = f" (pid {holder})" if holder.isdigit() else ""
+    return TrilemmaError(f"{out} is being trained by another trilemma process{who}; wait for it to finish or "
+                         "choose another --out")
+
+
+class RunLock:
+    """Exclusive ownership of a run directory for a training process's lifetime (see the module docstring)."""
+
+    def __init__(self, out: str | Path):
+        self.out = Path(out)
+        self.file = None
+
+    def acquire(self) -> str | None:
+        """Create or reuse the run directory, take its lock and mark it; returns a one-line note when a lock
+        left by a process that no longer runs was taken over, else None."""
+        check_run_dir(self.out)
+        _make_dir(self.out, "run directory")
+        path = self.out / LOCK_NAME
+        try:
+            f = open(path, "a+")
+        except OSError as e:
+            raise TrilemmaError(f"{path}: cannot open the run's lock file ({e.strerror or e})") from None
+        f.seek(0)
+        holder = f.read().strip()
+        if not _try_lock(f):
+            f.close()
+            raise _in_use(self.out, holder)
+        self.file = f
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        if not (self.out / RUN_MARKER).is_file():
+            now = datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+            atomic_write_text(self.out / RUN_MARKER, json.dumps({"created": now}) + "\n")
+        if holder.isdigit() and int(holder) != os.getpid():
+            return f"{self.out}: took over the lock of process {holder}, which is no longer running"
+        return None
+
+    def release(self) -> None:
+        """Unlock; the lock file stays (deleting it would race with a process opening it) but is emptied."""
+        if self.file is None:
+            return
+        try:
+            self.file.seek(0)
+            self.file.truncate()
+            self.file.flush()
+        finally:
+            _unlock(self.file)
+            self.file.close()
+            self.file = None
+
+    def __enter__(self):
+        note = self.acquire()
+        if note:
+            print(f"trilemma: {note}", file=sys.stderr)
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _try_lock(f) -> bool:
+    if sys.platform == "win32":  # pragma: no cover
+        import msvcrt
+
+        try:
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    import fcntl
+
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _unlock(f) -> None:
+    if sys.platform == "win32":  # pragma: no cover
+        import msvcrt
+
+        f.seek(0)
+        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+        return
+    import fcntl
+
+    fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def is_bench_dir(path: Path) -> bool:
+    """A directory `trilemma bench` or `trilemma demo` wrote (marker, or the results of an older version)."""
+    return (path / BENCH_MARKER).is_file() or (path / "results.json").is_file()
+
+
+def check_bench_dir(out: str | Path) -> Path:
+    """A bench's --out must be new, empty or an earlier bench's (whose results it replaces)."""
+    out = Path(out)
+    _check_dir_target(out, "bench directory", is_bench_dir)
+    return out
+
+
+def prepare_bench_dir(out: str | Path) -> Path:
+    """`check_bench_dir`, then create and mark it."""
+    out = check_bench_dir(out)
+    _make_dir(out, "bench results")
+    if not (out / BENCH_MARKER).is_file():
+        atomic_write_text(out / BENCH_MARKER, "")
+    return out
+
+
+def check_output_file(path: str | Path, option: str, suffixes: tuple[str, ...]) -> Path:
+    """An output file the command will write: a known suffix, not a directory, not inside a checkpoint
+    directory, and its directory creatable and writable. Checked before any compute."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise TrilemmaError(f"{option} {path}: expected a file ending in {', '.join(suffixes)}")
+    if path.is_dir():
+        raise TrilemmaError(f"{option} {path}: is a directory")
+    parent = path.parent
+    for p in (parent, *parent.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise TrilemmaError(f"{option} {path}: {p} is a file, not a directory")
+            break
+    if is_checkpoint_dir(parent):
+        raise TrilemmaError(f"{option} {path}: {parent} is a checkpoint directory; write elsewhere")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise TrilemmaError(f"{option} {path}: cannot create {parent} ({e.strerror or e})") from None
+    if not os.access(parent, os.W_OK):
+        raise TrilemmaError(f"{option} {path}: {parent} is not writable")
+    return path
+
