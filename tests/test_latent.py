@@ -87,7 +87,8 @@ def test_latent_scale_round_trip():
     with torch.no_grad():
         mean, _ = ae.posterior(x)
         scale = measure_latent_scale(ae, x, batch_size=64)
-        assert scale == pytest.approx(1.0 / mean.double().std().item(), rel=1e-6)
+        # encoder batches of 64 against one of 200: equal up to float32 rounding of the batched convolutions
+        assert scale == pytest.approx(1.0 / mean.double().std().item(), rel=1e-5)
         assert ae.latent_scale.item() == 1.0, "measuring leaves the stored scale alone"
         ae.latent_scale.fill_(scale)
         z = ae.encode(x)
@@ -196,9 +197,14 @@ def test_latent_training_resumes_exactly_and_caching_changes_nothing(ae_run, tmp
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     train(load_config(cfg, ["latent.cache=true"]), tmp_path / "cached", progress=False)
     c = _train_weights(tmp_path / "cached")
+    lr, steps = load_config(cfg).train.lr, 4
     for k in a:
         if k.startswith("net."):
-            torch.testing.assert_close(a[k], c[k], rtol=1e-4, atol=1e-5)
+            # the latents are encoded in batches of 500 (cached) or 16: the same up to float rounding. An
+            # attention key bias has a gradient that is zero in exact arithmetic (softmax ignores a constant
+            # shift), so it trains on rounding noise, which Adam scales to steps of up to lr: bounded, not equal
+            atol = 2 * steps * lr if k.endswith("to_k.bias") else 1e-5
+            torch.testing.assert_close(a[k], c[k], rtol=1e-4, atol=atol)
 
 
 @pytest.mark.parametrize("family", ["vdm", "ddgan"])

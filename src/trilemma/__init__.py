@@ -8,7 +8,10 @@ contract denoiser(z_t, t) -> x0_hat, samplers as plain functions.
 from .denoiser import CountNFE, PredictionDenoiser
 from .errors import TrilemmaError
 from .samplers import (
+    SampleNoise,
+    ddim_interpolate,
     generate,
+    initial_noise,
     sample_ancestral,
     sample_ddim,
     sample_ddim_inverse,
@@ -16,20 +19,24 @@ from .samplers import (
     sample_langevin,
     slerp,
 )
-from .schedules import VPSDE, Cosine, LinearBeta, LinearGamma, alpha_sigma, posterior, time_grid
+from .schedules import VPSDE, Cosine, LearnedGamma, LinearBeta, LinearGamma, alpha_sigma, posterior, time_grid
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CountNFE",
     "Cosine",
+    "LearnedGamma",
     "LinearBeta",
     "LinearGamma",
     "PredictionDenoiser",
+    "SampleNoise",
     "TrilemmaError",
     "VPSDE",
     "alpha_sigma",
+    "ddim_interpolate",
     "generate",
+    "initial_noise",
     "posterior",
     "sample_ancestral",
     "sample_ddim",

@@ -398,11 +398,10 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
     from .checkpoint import load_checkpoint
     from .data import convert_points, same_points
     from .denoiser import CountNFE
-    from .families import sampler_from_checkpoint
-    from .plotting import save_samples
-
     from .device import resolve_device
+    from .families import sampler_from_checkpoint
     from .paths import check_bench_dir, prepare_bench_dir
+    from .plotting import pareto_row_name, save_samples
     from .samplers import initial_noise
 
     rows = expand_rows(cfg)
@@ -465,7 +464,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
             shown = x if shown is None else shown
         img = save_samples(shown[: (len(shown) if scorer.kind == "points" else cfg.grid_images)],
                            samples_dir / f"{row.key}.png", ref_plot,
-                           title=f"{row.label}: {SAMPLER_NAMES[row.sampler]} {row.steps} ({nfe} NFE)")
+                           title=f"{pareto_row_name(vars(row) | {'eta': row.eta if row.sampler == 'ddim' else None}, SAMPLER_NAMES)} ({nfe} NFE)")
         total = float(np.sum(secs))
         results.append({
             "key": row.key, "label": row.label, "checkpoint": row.checkpoint, "sampler": row.sampler,

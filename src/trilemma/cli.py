@@ -62,7 +62,7 @@ def main():
     \b
     Example:
       trilemma train configs/toy2d-ddpm.yaml --out runs/toy
-      trilemma sample runs/toy --sampler ddim --steps 20 -n 2500 --out toy.png
+      trilemma sample runs/toy --sampler ddim --steps 20 -n 2500 --out runs/toy.png
     """
 
 
@@ -147,7 +147,7 @@ def sample(ckpt, sampler, steps, eta, steps_per_level, step_size, spacing, num, 
 
     \b
     Example:
-      trilemma sample runs/digits-ddpm --sampler dpmpp --steps 10 -n 64 --seed 1 --out d.png
+      trilemma sample runs/digits-ddpm --sampler dpmpp --steps 10 -n 64 --seed 1 --out runs/d.png
     """
     import numpy as np
     import torch
@@ -186,19 +186,18 @@ def sample(ckpt, sampler, steps, eta, steps_per_level, step_size, spacing, num, 
                    f"{den.schedule.num_timesteps}-step schedule: {grid} steps", err=True)
     batch_size = batch_size or num
     batches = -(-num // batch_size)
-    bar = _sampling_bar(quiet, batches, f"{sampler}-{steps}")
+    # progress per batch when there are several, else per network evaluation of the one batch
+    calls = grid * opts["steps_per_level"] + 1 if sampler == "langevin" else grid
+    bar = _sampling_bar(quiet, batches if batches > 1 else calls, f"{sampler}-{steps}", "batch" if batches > 1 else "NFE")
     t0 = time.perf_counter()
     xs = []
-    for b, i in enumerate(range(0, num, batch_size)):
+    for i in range(0, num, batch_size):
         k = min(batch_size, num - i)
-        step_bar = bar if batches > 1 else _sampling_bar(quiet, None, f"{sampler}-{steps}")
         xs.append(decode(generate(den, k, ck.sample_shape, sampler=sampler, steps=steps, spacing=spacing, seed=seed,
                                   noise=None if x_T is None else x_T[i : i + k], first_index=i, device=device,
-                                  callback=None if batches > 1 else (lambda info: step_bar.update(1)), **opts)).cpu())
+                                  callback=None if batches > 1 else (lambda info: bar.update(1)), **opts)).cpu())
         if batches > 1:
             bar.update(1)
-        else:
-            step_bar.close()
     bar.close()
     x = torch.cat(xs)
     seconds = time.perf_counter() - t0
@@ -217,12 +216,10 @@ def sample(ckpt, sampler, steps, eta, steps_per_level, step_size, spacing, num, 
     click.echo(f"{num} samples, {nfe} NFE per sample, {seconds:.2f} s -> {out}" + (f" and {raw}" if out != raw else ""))
 
 
-def _sampling_bar(quiet: bool, total, what: str):
-    """A progress bar on stderr: per batch when there are several, else per network evaluation."""
+def _sampling_bar(quiet: bool, total: int, what: str, unit: str):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"sample {what}", unit="batch" if total else "NFE", disable=quiet,
-                dynamic_ncols=True, leave=False)
+    return tqdm(total=total, desc=f"sample {what}", unit=unit, disable=quiet, dynamic_ncols=True, leave=False)
 
 
 def _read_noise(path: str, sample_shape: tuple[int, ...]):
@@ -291,8 +288,6 @@ def eval_(ckpt, bpd, recon, split, draws, num, batch_size, seed, json_out, devic
       trilemma eval runs/fmnist-vdm --bpd --split test --draws 2
       trilemma eval runs/fmnist-ae --recon --split test
     """
-    import torch
-
     from .checkpoint import load_checkpoint
     from .data import describe, load_dataset
     from .device import resolve_device
