@@ -105,12 +105,18 @@ def test_resume_finds_a_checkpoint_left_between_the_renames(tmp_path, monkeypatc
     assert not _leftovers(tmp_path / "run")
 
 
-def test_a_killed_training_resumes(tmp_path):
-    """A real kill -9 while training writes a checkpoint every step, then --resume finishes the run."""
-    cfg = write_config(tmp_path / "toy.yaml", TOY, train={"steps": 100_000, "save_every": 1, "log_every": 1000})
+def _background_training(tmp_path: Path, save_every: int):
+    """(config, run directory, process) of a long toy training started in another process."""
+    cfg = write_config(tmp_path / "toy.yaml", TOY, train={"steps": 100_000, "save_every": save_every, "log_every": 1000})
     out = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "trilemma", "train", str(cfg), "--out", str(out), "--quiet"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return cfg, out, proc
+
+
+def test_a_killed_training_resumes(tmp_path):
+    """A real kill -9 while training writes a checkpoint every step, then --resume finishes the run."""
+    cfg, out, proc = _background_training(tmp_path, save_every=1)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and not (out / "checkpoint" / "config.json").exists():
@@ -137,10 +143,7 @@ def _wait_for_lock(out: Path, pid: int, proc) -> None:
 
 
 def test_two_trainings_on_one_out_the_second_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path):
-    cfg = write_config(tmp_path / "toy.yaml", TOY, train={"steps": 100_000, "save_every": 0, "log_every": 1000})
-    out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "trilemma", "train", str(cfg), "--out", str(out), "--quiet"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cfg, out, proc = _background_training(tmp_path, save_every=0)
     try:
         _wait_for_lock(out, proc.pid, proc)
         before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
