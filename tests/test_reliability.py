@@ -217,13 +217,41 @@ def test_ddgan_latents_and_step_noise_do_not_depend_on_the_batch(tmp_path):
     assert whole.std() > 0.05
 
 
-def test_lock_file_of_a_live_writer_is_not_touched_by_a_reader(tmp_path):
-    """Loading (sampling, bench) while a writer is mid-swap leaves the writer's directories alone."""
+def test_a_reader_leaves_a_running_trainings_write_alone(tmp_path):
+    """Loading (sample, bench) while a training holds the run directory's lock changes nothing there, even when
+    it finds a write in progress; once the lock is free, the leftover is resolved."""
+    from trilemma.paths import RunLock
+
     cfg = write_config(tmp_path / "toy.yaml", TOY)
     assert run("train", cfg, "--out", tmp_path / "run", "--quiet").exit_code == 0
     ck = tmp_path / "run" / "checkpoint"
-    live = tmp_path / "run" / f".checkpoint.tmp-{os.getppid()}"  # a running process (pytest's parent)
+    live = tmp_path / "run" / ".checkpoint.tmp-999999"  # a write in progress: partial
     live.mkdir()
-    (live / "partial").write_bytes(b"x")
-    assert load_checkpoint(ck).meta["step"] == 6
-    assert live.is_dir(), "a live writer's temp directory was removed"
+    (live / "model.safetensors").write_bytes(b"x")
+    lock = RunLock(tmp_path / "run")
+    lock.acquire()  # the training (a second open of the lock file, as another process's would be)
+    try:
+        assert checkpoint.recover_checkpoint(ck, wait=0.2) is None
+        assert load_checkpoint(ck).meta["step"] == 6
+        assert live.is_dir(), "a running training's temp directory was removed"
+        os.rename(ck, tmp_path / "run" / ".checkpoint.old-999999")  # between its two renames
+        assert_one_line_error(run("sample", tmp_path / "run", "--out", tmp_path / "s.npz", "--quiet"),
+                              "a training is writing this checkpoint now")
+        os.rename(tmp_path / "run" / ".checkpoint.old-999999", ck)
+    finally:
+        lock.release()
+    assert load_checkpoint(ck).meta["step"] == 6 and not live.exists(), "resolved once the lock is free"
+
+
+def test_noise_seeds_use_all_their_bits():
+    """torch's CPU generator keeps 32 bits of a seed; the per-sample streams are seeded at full width, so samples
+    whose 32-bit seeds would collide (found for seed 0 among 50k samples) and seeds 2^40 apart differ."""
+    from trilemma.samplers import SampleNoise
+
+    def x_T(seed, index, d=784):
+        return SampleNoise(seed, index, 1).randn((1, d))
+
+    assert not torch.equal(x_T(0, 12168), x_T(0, 28275))
+    assert not torch.equal(x_T(0, 16349, 2), x_T(0, 27677, 2))
+    assert not torch.equal(x_T(5, 0), x_T(5 + 2**40, 0))
+    assert torch.equal(x_T(5, 3), x_T(5, 3))

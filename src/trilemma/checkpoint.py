@@ -8,8 +8,9 @@ A checkpoint is a directory:
     train.json         step, optimizer hyper-parameters, data-loader position, other RNG states
 It is written into a temporary sibling directory `.NAME.tmp-PID`, fsynced, and swapped in with two renames
 (NAME -> `.NAME.old-PID`, tmp -> NAME), so a crash at any point leaves a complete checkpoint somewhere:
-`recover_checkpoint` (run before a checkpoint is loaded or written) verifies every candidate by reading it,
-puts the newest complete one at NAME and removes the leftovers of writers that are no longer running.
+`recover_checkpoint` (run before a checkpoint is loaded, and by a training before it starts) verifies every
+candidate by reading it, puts the newest complete one at NAME and removes the rest, under the run
+directory's lock, so never while a training that might be writing holds it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +87,6 @@ def _fsync_dir(path: Path) -> None:
 def _write_dir(path: Path, files: dict[str, callable]) -> None:
     """Write `files` (name -> writer(path)) into a temp dir, fsync, then swap it in for `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    recover_checkpoint(path)
     tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
     old = path.parent / f".{path.name}.old-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -106,24 +107,6 @@ def _write_dir(path: Path, files: dict[str, callable]) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _pid_alive(pid: int) -> bool:
-    """Whether process `pid` runs on this machine (our own pid counts as not writing: this is called outside
-    a write, so our own leftovers are those of an earlier, interrupted write)."""
-    if pid == os.getpid():
-        return False
-    if sys.platform == "win32":  # pragma: no cover
-        return True  # cannot tell cheaply: leave the directory alone
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # exists, owned by someone else
-    except OSError:
-        return False
-    return True
-
-
 def checkpoint_step(path: Path) -> int | None:
     """The step of the complete checkpoint in directory `path`, verified by reading every file it lists, or
     None if it is missing, partial or corrupt."""
@@ -142,19 +125,49 @@ def checkpoint_step(path: Path) -> int | None:
         return None
 
 
-def recover_checkpoint(path: str | Path) -> str | None:
-    """Resolve what an interrupted write left beside checkpoint directory `path`: of `path` itself and the
-    `.NAME.tmp-PID` / `.NAME.old-PID` directories of writers that are no longer running, the newest complete
-    checkpoint (verified by reading it) is put at `path` and the others are removed. Leftovers of a live
-    writer are not touched. Returns a one-line description of what was done, or None if nothing was."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        return None
-    stray = []
+def _leftovers(path: Path) -> list[Path]:
+    """The `.NAME.tmp-PID` / `.NAME.old-PID` directories of writes to checkpoint directory `path`."""
+    out = []
     for p in path.parent.glob(f".{path.name}.*-*"):
         kind, _, pid = p.name[len(path.name) + 2 :].partition("-")
-        if kind in ("tmp", "old") and pid.isdigit() and p.is_dir() and not _pid_alive(int(pid)):
-            stray.append(p)
+        if kind in ("tmp", "old") and pid.isdigit() and p.is_dir():
+            out.append(p)
+    return out
+
+
+def recover_checkpoint(path: str | Path, locked: bool = False, wait: float = 3.0) -> str | None:
+    """Resolve what an interrupted write left beside checkpoint directory `path`: of `path` itself and the
+    `.NAME.tmp-PID` / `.NAME.old-PID` directories, the newest complete checkpoint (verified by reading it) is put
+    at `path` and the others are removed. This changes files only under the exclusive lock of the directory
+    that holds `path` (its run directory's `.lock`, which a training holds for its lifetime): a caller that
+    holds it says `locked`; otherwise the lock is taken, waiting up to `wait` seconds for another recovery,
+    and nothing is done while a training holds it (its write in progress is not a leftover). Returns a
+    one-line description of what was done, or None."""
+    from .paths import LOCK_NAME, try_lock, unlock
+
+    path = Path(path)
+    if not path.parent.is_dir() or not _leftovers(path):
+        return None
+    if locked:
+        return _recover(path)
+    try:
+        f = open(path.parent / LOCK_NAME, "a+")
+    except OSError:
+        return None  # a directory we cannot write to: nothing could be renamed anyway
+    with f:
+        deadline = time.monotonic() + wait
+        while not try_lock(f):
+            if time.monotonic() > deadline:
+                return None  # a training owns the directory
+            time.sleep(0.05)
+        try:
+            return _recover(path)
+        finally:
+            unlock(f)
+
+
+def _recover(path: Path) -> str | None:
+    stray = _leftovers(path)  # again, now under the lock: another process may have recovered meanwhile
     if not stray:
         return None
     steps = {p: checkpoint_step(p) for p in [path, *stray] if p.is_dir()}
@@ -269,12 +282,16 @@ def resolve_checkpoint(path: str | Path) -> Path:
         if note:
             print(f"trilemma: {note}", file=sys.stderr)
     if not p.exists():
+        if _leftovers(p):
+            raise TrilemmaError(f"{p}: a training is writing this checkpoint now; try again in a moment")
         raise TrilemmaError(f"{p}: no such file or directory")
     if p.is_file():
         p = p.parent
     if (p / "checkpoint" / "config.json").is_file():
         p = p / "checkpoint"
     if not ((p / "config.json").is_file() and (p / "model.safetensors").is_file()):
+        if _leftovers(p / "checkpoint"):
+            raise TrilemmaError(f"{p / 'checkpoint'}: a training is writing this checkpoint now; try again in a moment")
         raise TrilemmaError(f"{path}: not a trilemma checkpoint (expected a directory with config.json and model.safetensors)")
     return p
 

@@ -33,6 +33,9 @@ class _Group(click.Group):
         debug = os.environ.get("TRILEMMA_DEBUG", "") not in ("", "0")
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # plain `trilemma`: the help, as click shows it
+            e.show()
+            sys.exit(e.exit_code)
         except click.ClickException as e:
             if debug:
                 raise
@@ -89,8 +92,9 @@ def train(config, overrides, steps, out, resume, dry_run, quiet):
     if dry_run:
         click.echo(json.dumps(to_dict(cfg), indent=2))
         return
-    check_run_dir(out)
-    if resume:
+    main_process = os.environ.get("RANK", "0") == "0"  # under torchrun, rank 0 checks for all
+    check_run_dir(out, probe_lock=main_process)
+    if resume and main_process:
         _check_resume_config(cfg, out)
     from .training import train as run
 
@@ -426,20 +430,21 @@ def demo(out, retrain, num_samples, device, quiet):
     from .bench import config_from_dict, run_bench
     from .demo import SHIPPED, demo_grid, shipped_checkpoint
     from .device import resolve_device
-    from .paths import check_run_dir, prepare_bench_dir
+    from .paths import check_bench_dir, check_run_dir, prepare_bench_dir
 
     out = Path(out)
     shipped = {name: shipped_checkpoint(name) for name in SHIPPED}
     ckpts = {name: out / name / "checkpoint" for name in SHIPPED} if retrain else shipped
     cfg = config_from_dict(demo_grid(ckpts, num_samples, device), "demo")  # checked before anything runs
     resolve_device(device)
-    prepare_bench_dir(out)
+    check_bench_dir(out)
     if retrain:
         from .checkpoint import load_checkpoint
         from .training import train as run
 
         for name in SHIPPED:
             check_run_dir(out / name)
+        prepare_bench_dir(out)  # every input checked: mark it, so the bench accepts the runs trained into it
         for name, c in shipped.items():
             run(load_checkpoint(c).cfg, out / name, progress=not quiet)
     summary = run_bench(cfg, out, progress=not quiet, command=_command_line())

@@ -79,21 +79,30 @@ def _make_dir(path: Path, what: str) -> None:
         raise TrilemmaError(f"{path}: cannot write the {what} here ({e.strerror or e})") from None
 
 
-def check_run_dir(out: Path) -> None:
-    """Everything about a train --out that can be known before creating it, including whether another
-    process is training into it now."""
+def check_run_dir(out: Path, probe_lock: bool = True) -> None:
+    """Everything about a train --out that can be known before creating it, and (`probe_lock`) whether another
+    process is training into it now. The processes of one data-parallel run probe from rank 0 only: another
+    rank's probe could meet rank 0's lock."""
     out = Path(out)
     _check_dir_target(out, "run directory", is_run_dir)
     lock = out / LOCK_NAME
-    if lock.is_file():
+    if probe_lock and lock.is_file():
         try:
             f = open(lock)
         except OSError:
             return  # acquire() gives the error
         with f:
-            if not _try_lock(f):
-                raise _in_use(out, f.read().strip())
-            _unlock(f)
+            if not try_lock(f):
+                raise _in_use(out, _holder(f))
+            unlock(f)
+
+
+def _holder(f) -> str:
+    try:
+        f.seek(0)
+        return f.read().strip()
+    except OSError:  # pragma: no cover - a mandatory lock (Windows) may refuse the read
+        return ""
 
 
 def _in_use(out: Path, holder: str) -> TrilemmaError:
@@ -119,9 +128,8 @@ class RunLock:
             f = open(path, "a+")
         except OSError as e:
             raise TrilemmaError(f"{path}: cannot open the run's lock file ({e.strerror or e})") from None
-        f.seek(0)
-        holder = f.read().strip()
-        if not _try_lock(f):
+        holder = _holder(f)
+        if not try_lock(f):
             f.close()
             raise _in_use(self.out, holder)
         self.file = f
@@ -145,7 +153,7 @@ class RunLock:
             self.file.truncate()
             self.file.flush()
         finally:
-            _unlock(self.file)
+            unlock(self.file)
             self.file.close()
             self.file = None
 
@@ -159,15 +167,23 @@ class RunLock:
         self.release()
 
 
-def _try_lock(f) -> bool:
+_WIN_LOCK_OFFSET = 1 << 20  # Windows locks bytes, mandatorily: lock one far past the pid so it stays readable
+
+
+def try_lock(f) -> bool:
+    """Take an exclusive lock on open file `f` without waiting; False if another holds it (flock belongs to the
+    open file: a second open of the same file, even in this process, does not get it)."""
     if sys.platform == "win32":  # pragma: no cover
         import msvcrt
 
         try:
+            f.seek(_WIN_LOCK_OFFSET)
             msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
             return True
         except OSError:
             return False
+        finally:
+            f.seek(0)
     import fcntl
 
     try:
@@ -177,12 +193,13 @@ def _try_lock(f) -> bool:
         return False
 
 
-def _unlock(f) -> None:
+def unlock(f) -> None:
     if sys.platform == "win32":  # pragma: no cover
         import msvcrt
 
-        f.seek(0)
+        f.seek(_WIN_LOCK_OFFSET)
         msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+        f.seek(0)
         return
     import fcntl
 

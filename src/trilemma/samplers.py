@@ -36,28 +36,13 @@ Callback = Callable[[dict], None] | None
 LANGEVIN_STEP_SIZE = 0.5  # eta = 0.5 sigma_t^2: stable (ULA needs eta < 2 sigma_t^2 at most), mixes in a few steps
 
 
-MASK64 = (1 << 64) - 1
-
-
-def _mix64(z: int) -> int:
-    """SplitMix64's finaliser (Steele, Lea & Flood 2014): a bijective 64-bit hash with full avalanche."""
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
-    return z ^ (z >> 31)
-
-
-def sample_seed(seed: int, index: int, stream: int = 0) -> int:
-    """The 63-bit seed of sample `index`'s noise stream `stream` under run seed `seed` (distinct inputs give
-    unrelated seeds: two rounds of a bijective hash)."""
-    return _mix64((_mix64((seed & MASK64) ^ 0x9E3779B97F4A7C15) + index * 0xD1B54A32D192ED03
-                   + stream * 0xABC98388FB8FAC03) & MASK64) >> 1
-
-
 class SampleNoise:
     """Per-sample noise (EDM's StackedRandomGenerator, Karras et al. 2022): row k of every draw comes from
-    sample `first + k`'s own CPU generator, seeded by (seed, first + k). A sample's noise (x_T, every step's
-    noise, a DDGAN latent) therefore depends only on (seed, sample index), never on the batch it is drawn in, the
-    number of processes or the device. x_T is each sample's first draw; `skip` passes over it when x_T is given.
+    sample `first + k`'s own generator, a NumPy PCG64 seeded by SeedSequence((seed, first + k, d)) (full-width
+    seeds: torch's CPU generator keeps only 32 bits of a seed, which makes equal streams likely among tens of
+    thousands of samples). A sample's noise (x_T, every step's noise, a DDGAN latent) therefore depends only on
+    (seed, sample index), never on the batch it is drawn in, the number of processes or the device. x_T is each
+    sample's first draw; `skip` passes over it when x_T is given.
 
     Each per-sample draw size d has its own stream, drawn in blocks of max(1, block // d) draws per sample, so
     a 2-D toy's thousands of samples do not pay a Python call per sample and step; the block depends only on d,
@@ -71,6 +56,8 @@ class SampleNoise:
         self._streams: dict[int, dict] = {}  # per-sample size d -> generators, current block, draws taken
 
     def _take(self, d: int, materialise: bool = True) -> torch.Tensor | None:
+        import numpy as np
+
         st = self._streams.setdefault(d, {"gens": None, "buf": None, "taken": 0})
         m = max(1, self.block // d)  # draws per block, a function of d only
         i = st["taken"]
@@ -78,13 +65,14 @@ class SampleNoise:
         if not materialise and st["buf"] is None and i < m:
             return None  # a skip inside the first block: drawn (and passed over) if a later draw needs the block
         if st["gens"] is None:
-            st["gens"] = [torch.Generator().manual_seed(sample_seed(self.seed, self.first + k, d)) for k in range(self.n)]
+            st["gens"] = [np.random.Generator(np.random.PCG64(np.random.SeedSequence((self.seed, self.first + k, d))))
+                          for k in range(self.n)]
         while st["buf"] is None or i >= st["start"] + m:  # next block (skipped draws are drawn and passed over)
-            buf = torch.empty(self.n, m * d)
+            buf = np.empty((self.n, m * d), dtype=np.float32)
             for k, g in enumerate(st["gens"]):
-                buf[k].normal_(generator=g)
+                g.standard_normal(out=buf[k], dtype=np.float32)
             st["start"] = 0 if st["buf"] is None else st["start"] + m
-            st["buf"] = buf
+            st["buf"] = torch.from_numpy(buf)
         j = i - st["start"]
         return st["buf"][:, j * d : (j + 1) * d]
 
@@ -356,10 +344,13 @@ def generate(
     else:
         generator.skip(shape)
     x = noise.to(device=device, dtype=torch.float32)
-    seed_latents(denoiser, generator)
     given = {"eta": eta, "steps_per_level": steps_per_level, "step_size": step_size}
     opts = {k: given[k] for k in SAMPLER_OPTIONS.get(sampler, ())}
-    return SAMPLERS[sampler](denoiser, schedule, x, ts, generator=generator, callback=callback, **opts)
+    seed_latents(denoiser, generator)
+    try:
+        return SAMPLERS[sampler](denoiser, schedule, x, ts, generator=generator, callback=callback, **opts)
+    finally:
+        seed_latents(denoiser, None)  # this run's noise is not left attached to the denoiser
 
 
 def initial_noise(n: int, sample_shape: tuple[int, ...], seed: int = 0, first_index: int = 0) -> torch.Tensor:

@@ -186,7 +186,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     from accelerate import Accelerator
 
     out_dir = Path(out_dir)
-    check_run_dir(out_dir)
+    check_run_dir(out_dir, probe_lock=False)  # the main process takes the lock below
     on_cpu = not (torch.cuda.is_available() or torch.backends.mps.is_available())
     _warn_single_cpu_process()
     # cpu=True when there is no accelerator: then processes started by torchrun / `accelerate launch
@@ -204,7 +204,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
             print(f"trilemma: {note}", file=sys.stderr)
     try:
         if accelerator.is_main_process:
-            note = recover_checkpoint(out_dir / "checkpoint")
+            note = recover_checkpoint(out_dir / "checkpoint", locked=True)
             if note:
                 print(f"trilemma: {note}", file=sys.stderr)
         accelerator.wait_for_everyone()
