@@ -113,18 +113,19 @@ def test_toy_bench_writes_every_output(tmp_path):
 
 def test_rows_share_noise_and_reruns_are_identical(tmp_path):
     ck = _checkpoint(tmp_path, TOY, (2,))
-    rows = [{"checkpoint": str(ck), "sampler": "ddim", "steps": 3}]
+    rows = [{"checkpoint": str(ck), "sampler": ["ddim", "ddpm"], "steps": 3}]  # deterministic and stochastic
     cfg = BenchConfig(num_samples=64, batch_size=64, rows=rows)
     a = run_bench(cfg, tmp_path / "a", progress=False)
     b = run_bench(BenchConfig(num_samples=64, batch_size=16, rows=rows), tmp_path / "b", progress=False)
     timing = ("seconds", "seconds_per_batch", "samples_per_second")
-    # batch size changes timing only: the same x_T per seed gives the same DDIM samples up to the float rounding
-    # of a batched matmul (a width-32 float32 MLP, 3 steps: ~1e-6 relative), so equal scores to 1e-5
-    ra, rb = a["rows"][1], b["rows"][1]
-    assert ra.keys() == rb.keys()
-    for k in ra:
-        if k not in timing:
-            assert rb[k] == (pytest.approx(ra[k], rel=1e-5) if isinstance(ra[k], float) else ra[k]), k
+    # batch size changes timing only: every sample's noise (x_T and, for DDPM, each step's) depends on (seed,
+    # index) alone, so the samples agree up to the float rounding of a batched matmul (a width-32 float32 MLP,
+    # 3 steps: ~1e-6 relative), and so do the scores, to 1e-5
+    for ra, rb in zip(a["rows"][1:], b["rows"][1:]):
+        assert ra.keys() == rb.keys() and ra["sampler"] == rb["sampler"]
+        for k in ra:
+            if k not in timing:
+                assert rb[k] == (pytest.approx(ra[k], rel=1e-5) if isinstance(ra[k], float) else ra[k]), k
     c = run_bench(BenchConfig(num_samples=64, batch_size=64, seeds=[0, 1], rows=rows), tmp_path / "c", progress=False)
     assert "SW_std" in c["rows"][1] and c["rows"][1]["SW"] != a["rows"][1]["SW"]
 
