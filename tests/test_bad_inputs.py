@@ -357,6 +357,16 @@ CASES = [
     C("export-2d-model", lambda w, d: ["export", w.run, d / "exp"], ("image models",)),
     C("export-ddgan", lambda w, d: ["export", w.gan, d / "exp"], ("ddgan",)),
     C("export-format-unknown", lambda w, d: ["export", w.digits, d / "exp", "--format", "onnx"], ("--format", "onnx")),
+    # --- found by an adversarial probe of the CLI ----------------------------------------------------------
+    C("train-norm-groups-uneven", lambda w, d: _train(w, d, "--set", "data.name=digits", "--set",
+                                                      "model.norm_groups=7"), ("model.norm_groups",)),
+    C("train-learned-schedule-ddpm", lambda w, d: _train(w, d, "--set", "schedule.name=learned"), ("learned",)),
+    C("train-out-of-memory", lambda w, d: _train(w, d, "--set", "model.hidden=10000000000"), ("out of memory",)),
+    C("sample-noise-beyond-float32", lambda w, d: _sample(w, d, "--noise", _noise(d, np.full((4, 2), 1e300))),
+      ("noise.npy", "float32")),
+    C("bench-row-steps-empty", lambda w, d: ["bench", _grid(w, d, rows=_row(w, steps=[])), "--out", d / "b",
+                                             "--quiet"], ("rows[0]", "empty")),
+    C("export-inside-checkpoint", lambda w, d: ["export", w.digits, w.digits / "exp"], ("checkpoint directory",)),
     # --- the command line itself --------------------------------------------------------------------------
     C("unknown-command", lambda w, d: ["trian", w.toy], ("trian",)),
 ]

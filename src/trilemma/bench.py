@@ -165,6 +165,9 @@ def expand_rows(cfg: BenchConfig) -> list[BenchRow]:
             if k not in entry:
                 _fail(where, f"rows[{i}]: missing key {k!r}")
         values = {k: entry[k] if isinstance(entry.get(k), list) else [entry.get(k)] for k in LIST_KEYS}
+        for k, v in values.items():
+            if not v:
+                _fail(where, f"rows[{i}]: {k} is an empty list")
         for k in ("label", "checkpoint"):
             if k in entry and not isinstance(entry[k], (str, int, float)) or isinstance(entry.get(k), bool):
                 _fail(where, f"rows[{i}]: {k} must be a string, got {entry[k]!r}")

@@ -52,6 +52,12 @@ class _Group(click.Group):
                 raise
             name = f"{e.filename}: " if e.filename else ""
             _fail(f"{name}{e.strerror or e}")
+        except (MemoryError, RuntimeError) as e:  # a model, batch or -n too large for this machine
+            text = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if debug or not (isinstance(e, MemoryError) or "out of memory" in text.lower()
+                             or "can't allocate memory" in text):
+                raise
+            _fail(f"out of memory ({text}); use a smaller model, batch size or -n")
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -243,10 +249,10 @@ def _read_noise(path: str, sample_shape: tuple[int, ...]):
         raise TrilemmaError(f"{path}: holds {arr.dtype} values; --noise takes real numbers")
     if arr.ndim < 1 or tuple(arr.shape[1:]) != sample_shape or arr.shape[0] < 1:
         raise TrilemmaError(f"{path}: shape {tuple(arr.shape)} does not match (n, {', '.join(map(str, sample_shape))})")
-    x = torch.from_numpy(arr.astype(np.float32))
-    if not bool(torch.isfinite(x).all()):
-        raise TrilemmaError(f"{path}: holds NaN or infinity")
-    return x
+    wide = arr.astype(np.float64)
+    if not np.isfinite(wide).all() or np.abs(wide).max() > np.finfo(np.float32).max:
+        raise TrilemmaError(f"{path}: holds NaN, infinity or values beyond float32's range")
+    return torch.from_numpy(wide.astype(np.float32))
 
 
 @main.command()
@@ -264,7 +270,11 @@ def export(ckpt, out, fmt):
     """
     from .checkpoint import load_checkpoint
     from .export import export_diffusers
+    from .paths import checkpoint_above
 
+    inside = checkpoint_above(Path(out))
+    if inside is not None:
+        raise TrilemmaError(f"{out}: {inside} is a checkpoint directory; export elsewhere")
     ck = load_checkpoint(ckpt)
     path = export_diffusers(ck, out)
     kind = "AutoencoderKL" if ck.cfg.family == "autoencoder" else "DDIMPipeline"

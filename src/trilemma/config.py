@@ -273,6 +273,9 @@ def validate(cfg: "Config", where: str) -> "Config":
         v = _get(cfg, key)
         if not v or any(c < 1 for c in v):
             fail(f"{key} must be a non-empty list of positive integers, got {v!r}")
+    uneven = [c for c in cfg.model.channels if c % cfg.model.norm_groups]
+    if cfg.data.name != "toy2d" and uneven:
+        fail(f"model.norm_groups ({cfg.model.norm_groups}) must divide every entry of model.channels, not {uneven}")
     if len(cfg.model.attention) != len(cfg.model.channels):
         fail(f"model.attention has {len(cfg.model.attention)} entries for {len(cfg.model.channels)} levels of "
              "model.channels")

@@ -44,6 +44,15 @@ def is_checkpoint_dir(path: Path) -> bool:
     return isinstance(meta, dict) and meta.get("format") == CHECKPOINT_FORMAT
 
 
+def checkpoint_above(path: Path) -> Path | None:
+    """The checkpoint directory that `path` is (or lies) inside, if any: nothing is written there, since the
+    next checkpoint swap would replace the directory."""
+    for p in (Path(path), *Path(path).parents):
+        if p.is_dir() and is_checkpoint_dir(p):
+            return p
+    return None
+
+
 def is_run_dir(path: Path) -> bool:
     """A directory `trilemma train` created (marker), or one of an older trilemma that holds checkpoint/."""
     return (path / RUN_MARKER).is_file() or (path / "checkpoint" / "config.json").is_file()
@@ -241,8 +250,9 @@ def check_output_file(path: str | Path, option: str, suffixes: tuple[str, ...]) 
             if not p.is_dir():
                 raise TrilemmaError(f"{option} {path}: {p} is a file, not a directory")
             break
-    if is_checkpoint_dir(parent):
-        raise TrilemmaError(f"{option} {path}: {parent} is a checkpoint directory; write elsewhere")
+    inside = checkpoint_above(path)
+    if inside is not None:
+        raise TrilemmaError(f"{option} {path}: {inside} is a checkpoint directory; write elsewhere")
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

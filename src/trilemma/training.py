@@ -198,6 +198,7 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         project_dir=str(out_dir),
     )
     lock = RunLock(out_dir)
+    created = not out_dir.exists()
     if accelerator.is_main_process:  # one owner per run; the other processes of a data-parallel run follow it
         note = lock.acquire()
         if note:
@@ -209,8 +210,31 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
                 print(f"trilemma: {note}", file=sys.stderr)
         accelerator.wait_for_everyone()
         return _train(cfg, out_dir, accelerator, resume, progress)
+    except BaseException:
+        lock.release()
+        if created and accelerator.is_main_process:
+            _remove_if_bare(out_dir)
+        raise
     finally:
         lock.release()
+
+
+def _remove_if_bare(out_dir: Path) -> None:
+    """A run directory this process created and that holds nothing but its own bookkeeping (the run failed
+    before writing a checkpoint or a sample) is removed again, so a refused run leaves nothing behind."""
+    from .paths import LOCK_NAME, RUN_MARKER
+
+    try:
+        names = {p.name for p in out_dir.iterdir()}
+    except OSError:
+        return
+    if names <= {LOCK_NAME, RUN_MARKER, "config.json"}:
+        for name in names:
+            (out_dir / name).unlink(missing_ok=True)
+        try:
+            out_dir.rmdir()
+        except OSError:
+            pass
 
 
 def _train(cfg: Config, out_dir: Path, accelerator, resume: bool, progress: bool) -> Path:
@@ -229,8 +253,6 @@ def _train(cfg: Config, out_dir: Path, accelerator, resume: bool, progress: bool
         if ck.meta["step"] > tc.steps:
             raise TrilemmaError(f"{ckpt_dir} is at step {ck.meta['step']}, beyond train.steps = {tc.steps}; "
                                 "--resume continues to train.steps")
-    if accelerator.is_main_process:
-        atomic_write_text(out_dir / "config.json", json.dumps(to_dict(cfg), indent=2))
     set_seed(tc.seed)  # the model's initial weights: the same in every process
     data = load_dataset(cfg.data, "train")
     family = build_family(cfg, data.shape, ck.meta if ck else None, str(ckpt_dir))
@@ -266,6 +288,8 @@ def _train(cfg: Config, out_dir: Path, accelerator, resume: bool, progress: bool
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
             raise TrilemmaError(f"{ckpt_dir}: its training state does not fit this run ({first})") from None
         step = meta["step"]
+    if accelerator.is_main_process:  # the state fits: from here on this run owns the directory's config.json
+        atomic_write_text(out_dir / "config.json", json.dumps(to_dict(cfg), indent=2))
 
     # DDP-wrap each module (gradient all-reduce happens in its forward/backward hooks)
     wrapped = nn.ModuleDict({name: accelerator.prepare(m) if any(p.requires_grad for p in m.parameters()) else m
