@@ -55,7 +55,7 @@ class _Group(click.Group):
         except (MemoryError, RuntimeError) as e:  # a model, batch or -n too large for this machine
             text = str(e).splitlines()[0] if str(e) else type(e).__name__
             if debug or not (isinstance(e, MemoryError) or "out of memory" in text.lower()
-                             or "can't allocate memory" in text):
+                             or "allocate" in text.lower()):
                 raise
             _fail(f"out of memory ({text}); use a smaller model, batch size or -n")
         if not standalone_mode:
