@@ -354,8 +354,8 @@ def _generate_timed(den, decode, ck, row: BenchRow, noise: torch.Tensor, seed: i
                     progress=None):
     """Sample in batches from fixed noise and decode into data space (a latent model's decoder is part of
     its cost); returns (samples on CPU, NFE per batch, per-batch seconds). Sample i's noise depends only on
-    (seed, i) (`samplers.SampleNoise`), so the samples do not depend on `batch_size`. `progress(done, total)`
-    is told each network evaluation's place in the row."""
+    (seed, i) (`samplers.SampleNoise`), so the samples do not depend on `batch_size`. `progress(b, batches, i)`
+    is told each network evaluation's place: batch b of `batches`, evaluation i within it."""
     from .samplers import generate
 
     outs, secs, nfe = [], [], None
@@ -405,7 +405,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
     from .families import sampler_from_checkpoint
     from .paths import check_bench_dir, prepare_bench_dir
     from .plotting import pareto_row_name, save_samples
-    from .samplers import initial_noise
+    from .samplers import check_sampler_for_model, initial_noise
 
     rows = expand_rows(cfg)
     device = resolve_device(cfg.device, f"{getattr(cfg, '_where', 'grid')}: device")
@@ -420,8 +420,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
         if not same_points(ck.cfg.data, first.cfg.data):
             _fail(r.checkpoint, f"trained on {ck.cfg.data.name} data that differs from {rows[0].checkpoint}'s; a table compares one dataset")
         r.label = r.label or _default_label(r.checkpoint, ck)
-        if r.sampler == "langevin" and ck.cfg.family == "ddgan":
-            _fail(r.checkpoint, "sampler langevin needs a score; a DDGAN generator draws x0 at random (use ddpm or ddim)")
+        check_sampler_for_model(r.sampler, ck.cfg.family == "ddgan", f"{r.checkpoint}: ")
     _check_unique(rows, getattr(cfg, "_where", "grid"))
     prepare_bench_dir(out_dir)  # every input is checked: create it
     scorer = Scorer(first.cfg.data, cfg, device)
@@ -440,6 +439,7 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
 
     bpd = _bits_per_dim(cfg, ckpts, scorer.reference.x, device, progress) if cfg.bpd else {}
     dens: dict[str, tuple[CountNFE, Callable]] = {}
+    x_T: dict[tuple, torch.Tensor] = {}  # (seed, sample shape) -> the x_T every row of that shape starts from
     bar = tqdm(rows, desc="bench", disable=not progress, dynamic_ncols=True)
     for row in bar:
         bar.set_postfix_str(f"{row.label} {row.sampler}-{row.steps}")
@@ -454,7 +454,9 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
         den, decode = dens[row.checkpoint]
         per_seed, secs, nfe, shown = [], [], None, None
         for seed in cfg.seeds:
-            noise = initial_noise(cfg.num_samples, ck.sample_shape, seed)  # the same x_T for every row
+            if (seed, ck.sample_shape) not in x_T:
+                x_T[seed, ck.sample_shape] = initial_noise(cfg.num_samples, ck.sample_shape, seed)
+            noise = x_T[seed, ck.sample_shape]
             # warm-up (not timed): one full-size batch through one network evaluation, so lazy
             # initialisation and kernel selection for this batch shape happen before the clock runs
             warm = BenchRow(row.checkpoint, "ddim", 1, spacing="leading")
@@ -465,13 +467,14 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
             secs += s
             per_seed.append(scorer.score(x, seed))
             shown = x if shown is None else shown
+        eta = row.eta if row.sampler == "ddim" else None
         img = save_samples(shown[: (len(shown) if scorer.kind == "points" else cfg.grid_images)],
                            samples_dir / f"{row.key}.png", ref_plot,
-                           title=f"{pareto_row_name(vars(row) | {'eta': row.eta if row.sampler == 'ddim' else None}, SAMPLER_NAMES)} ({nfe} NFE)")
+                           title=f"{pareto_row_name(vars(row) | {'eta': eta}, SAMPLER_NAMES)} ({nfe} NFE)")
         total = float(np.sum(secs))
         results.append({
             "key": row.key, "label": row.label, "checkpoint": row.checkpoint, "sampler": row.sampler,
-            "steps": row.steps, "eta": row.eta if row.sampler == "ddim" else None, "spacing": row.spacing,
+            "steps": row.steps, "eta": eta, "spacing": row.spacing,
             **({"steps_per_level": row.steps_per_level, "step_size": row.step_size} if row.sampler == "langevin" else {}),
             "nfe": nfe, "seconds": total / len(cfg.seeds), "seconds_per_batch": float(np.mean(secs)),
             "samples_per_second": cfg.num_samples * len(cfg.seeds) / total if total > 0 else None,

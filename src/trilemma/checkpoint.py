@@ -28,8 +28,8 @@ from safetensors.torch import load_file, save_file
 
 from .config import Config, config_from_json, to_dict
 from .errors import TrilemmaError
+from .paths import CHECKPOINT_FORMAT as FORMAT
 
-FORMAT = "trilemma-checkpoint"
 VERSION = 1
 
 
@@ -125,7 +125,7 @@ def checkpoint_step(path: Path) -> int | None:
         return None
 
 
-def _leftovers(path: Path) -> list[Path]:
+def write_leftovers(path: Path) -> list[Path]:
     """The `.NAME.tmp-PID` / `.NAME.old-PID` directories of writes to checkpoint directory `path`."""
     out = []
     for p in path.parent.glob(f".{path.name}.*-*"):
@@ -146,7 +146,7 @@ def recover_checkpoint(path: str | Path, locked: bool = False, wait: float = 3.0
     from .paths import LOCK_NAME, try_lock, unlock
 
     path = Path(path)
-    if not path.parent.is_dir() or not _leftovers(path):
+    if not path.parent.is_dir() or not write_leftovers(path):
         return None
     if locked:
         return _recover(path)
@@ -167,7 +167,7 @@ def recover_checkpoint(path: str | Path, locked: bool = False, wait: float = 3.0
 
 
 def _recover(path: Path) -> str | None:
-    stray = _leftovers(path)  # again, now under the lock: another process may have recovered meanwhile
+    stray = write_leftovers(path)  # again, now under the lock: another process may have recovered meanwhile
     if not stray:
         return None
     steps = {p: checkpoint_step(p) for p in [path, *stray] if p.is_dir()}
@@ -282,7 +282,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
         if note:
             print(f"trilemma: {note}", file=sys.stderr)
     if not p.exists():
-        if _leftovers(p):
+        if write_leftovers(p):
             raise TrilemmaError(f"{p}: a training is writing this checkpoint now; try again in a moment")
         raise TrilemmaError(f"{p}: no such file or directory")
     if p.is_file():
@@ -290,7 +290,7 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if (p / "checkpoint" / "config.json").is_file():
         p = p / "checkpoint"
     if not ((p / "config.json").is_file() and (p / "model.safetensors").is_file()):
-        if _leftovers(p / "checkpoint"):
+        if write_leftovers(p / "checkpoint"):
             raise TrilemmaError(f"{p / 'checkpoint'}: a training is writing this checkpoint now; try again in a moment")
         raise TrilemmaError(f"{path}: not a trilemma checkpoint (expected a directory with config.json and model.safetensors)")
     return p
@@ -319,9 +319,17 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     return Checkpoint(p, cfg, meta, weights)
 
 
+def nonfinite(tensors: dict[str, torch.Tensor]) -> str | None:
+    """'k of n weight tensors hold NaN or infinity (names...)' if any floating-point tensor does, else None."""
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if not bad:
+        return None
+    return (f"{len(bad)} of {len(tensors)} weight tensors hold NaN or infinity "
+            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})")
+
+
 def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
     """A one-line error if any floating-point tensor holds NaN or infinity (a diverged model samples NaN)."""
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        raise TrilemmaError(f"{where}: {len(bad)} of {len(tensors)} weight tensors hold NaN or infinity "
-                            f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); the model diverged")
+    problem = nonfinite(tensors)
+    if problem:
+        raise TrilemmaError(f"{where}: {problem}; the model diverged")

@@ -118,10 +118,10 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def _check_resume_config(cfg, out: Path) -> None:
     """--resume must continue the same run: only train.steps may change."""
-    from .checkpoint import load_checkpoint
+    from .checkpoint import load_checkpoint, write_leftovers
     from .config import to_dict
 
-    if not (out / "checkpoint").exists() and not any(out.glob(".checkpoint.*-*")):
+    if not (out / "checkpoint").exists() and not write_leftovers(out / "checkpoint"):
         raise TrilemmaError(f"{out}/checkpoint: nothing to resume (no checkpoint)")
     old, new = _flat(to_dict(load_checkpoint(out / "checkpoint").cfg)), _flat(to_dict(cfg))
     diff = [k for k in new if k != "train.steps" and old.get(k) != new[k]]
@@ -162,7 +162,7 @@ def sample(ckpt, sampler, steps, eta, steps_per_level, step_size, spacing, num, 
     import numpy as np
     import torch
 
-    from .checkpoint import load_checkpoint, resolve_checkpoint
+    from .checkpoint import load_checkpoint
     from .denoiser import CountNFE
     from .device import resolve_device
     from .families import sampler_from_checkpoint
@@ -177,8 +177,7 @@ def sample(ckpt, sampler, steps, eta, steps_per_level, step_size, spacing, num, 
     device = resolve_device(device)
     ck = load_checkpoint(ckpt)
     if out is None:
-        where = resolve_checkpoint(ckpt)
-        base = where.parent / "samples" if where.name == "checkpoint" else Path("runs") / "samples" / where.name
+        base = ck.path.parent / "samples" if ck.path.name == "checkpoint" else Path("runs") / "samples" / ck.path.name
         out = base / f"{sampler}-{steps}-seed{seed}.png"
     out = check_output_file(out, "--out", SAMPLE_SUFFIXES)
     raw = out.with_suffix(".npz")
@@ -399,8 +398,6 @@ def bench(grid, out, num_samples, seeds, device, quiet):
             overrides["seeds"] = [int(s) for s in seeds.split(",")]
         except ValueError:
             raise TrilemmaError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
-        if not all(0 <= s < 2**63 for s in overrides["seeds"]):
-            raise TrilemmaError(f"--seeds: every seed must be in [0, 2^63), got {seeds!r}")
     if device is not None:
         overrides["device"] = device
     cfg = load_grid(grid, overrides)

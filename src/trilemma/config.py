@@ -211,7 +211,6 @@ def from_dict(cls, data: dict, where: str, prefix: str = ""):
 # for every config, before anything is computed (YAML presets, --set overrides, a checkpoint's config.json).
 # (low, high): inclusive bounds, None for no bound; OVER_ZERO: a number > 0; a tuple of strings: the choices.
 POSITIVE, NON_NEGATIVE = (1, None), (0, None)
-UNIT = (0.0, 1.0)
 OVER_ZERO = (0.0, None, "exclusive")
 RANGES: dict[str, tuple] = {
     "model.hidden": POSITIVE, "model.depth": POSITIVE, "model.fourier": NON_NEGATIVE,
@@ -230,7 +229,7 @@ RANGES: dict[str, tuple] = {
     "train.seed": (0, 2**32 - 1), "train.log_every": POSITIVE, "train.sample_every": NON_NEGATIVE,
     "train.save_every": NON_NEGATIVE,
     "train.mixed_precision": ("no", "fp16", "bf16"), "train.tracker": ("none", "tensorboard"),
-    "sample.steps": POSITIVE, "sample.eta": UNIT, "sample.n": POSITIVE,
+    "sample.steps": POSITIVE, "sample.n": POSITIVE,  # sample.eta: samplers.check_sampler_options
     "vdm.shape_loss": ("variance", "bound"), "autoencoder.recon": ("l1", "l2"),
     "model.prediction": ("eps", "v", "x0"),
     "schedule.num_timesteps": POSITIVE, "schedule.beta_start": (0.0, 0.999, "exclusive"), "schedule.beta_end": (0.0, 0.999, "exclusive"),
@@ -249,7 +248,7 @@ def _get(cfg, dotted: str):
 def validate(cfg: "Config", where: str) -> "Config":
     """Check every value of a loaded config against `RANGES` and the cross-key rules (one line naming the
     file and the key), so that nothing invalid reaches training or sampling."""
-    from .samplers import SAMPLERS
+    from .samplers import SAMPLERS, check_sampler_for_model, check_sampler_options
     from .schedules import SCHEDULES, SPACINGS
 
     def fail(msg):
@@ -287,10 +286,9 @@ def validate(cfg: "Config", where: str) -> "Config":
              f"gamma_max = {cfg.schedule.gamma_max:g}")
     if cfg.vdm.fourier_min > cfg.vdm.fourier_max:
         fail(f"vdm.fourier_min ({cfg.vdm.fourier_min}) must not exceed vdm.fourier_max ({cfg.vdm.fourier_max})")
-    if cfg.family != "autoencoder" and cfg.sample.sampler == "langevin" and cfg.family == "ddgan":
-        fail("sample.sampler langevin needs a score; a DDGAN generator draws x0 at random (use ddpm or ddim)")
-    if cfg.sample.sampler != "ddim" and cfg.sample.eta != 0:
-        fail(f"sample.eta is a DDIM option (sample.sampler is {cfg.sample.sampler})")
+    check_sampler_for_model(cfg.sample.sampler, cfg.family == "ddgan", f"{where}: sample.")
+    # eta 0 is the default every sampler accepts; another value only where the sampler takes eta
+    check_sampler_options(cfg.sample.sampler, {"eta": cfg.sample.eta or None}, f"{where}: sample.")
     return cfg
 
 
@@ -376,6 +374,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         _set_path(raw, key, value, where)
     cfg = from_dict(Config, raw, where)
     return validate(cfg, where)
+
+
 def config_from_json(text: str, where: str) -> Config:
     try:
         raw = json.loads(text)["config"]

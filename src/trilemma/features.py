@@ -237,13 +237,7 @@ def inception_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             "st.save_file(torch.load('IN.pth', weights_only=True), 'OUT.safetensors')\"")
     if not p.is_file():
         raise TrilemmaError(f"{p}: Inception weights file not found")
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(p), device="cpu")
-    except Exception as e:  # safetensors' error type varies by version
-        raise TrilemmaError(f"{p}: not a readable safetensors file ({_first_line(e)})") from None
-    return _plain_state_dict(state, str(p))
+    return _plain_state_dict(_read_safetensors(p)[0], str(p))
 
 
 def _download_inception_state(url: str | None) -> dict[str, torch.Tensor]:
@@ -275,16 +269,20 @@ def _asset(name: str) -> Path:
     return Path(str(resources.files("trilemma") / "assets" / name))
 
 
-def _load_net_file(path: Path) -> FeatureNet:
-    """A FeatureNet from a safetensors file whose metadata holds its FeatureNetConfig as JSON."""
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors, metadata) of a safetensors file on the CPU; an unreadable file is a one-line error naming it."""
     from safetensors import safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except Exception as e:  # safetensors' error type varies by version
-        raise TrilemmaError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise TrilemmaError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
+
+
+def _load_net_file(path: Path) -> FeatureNet:
+    """A FeatureNet from a safetensors file whose metadata holds its FeatureNetConfig as JSON."""
+    state, meta = _read_safetensors(path)
     if meta.get("format") != "trilemma-featnet":
         raise TrilemmaError(f"{path}: not a trilemma feature network (format field missing or wrong)")
     net = FeatureNet(FeatureNetConfig(**json.loads(meta["config"])))

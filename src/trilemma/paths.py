@@ -19,7 +19,7 @@ from .errors import TrilemmaError
 RUN_MARKER = ".trilemma-run"
 BENCH_MARKER = ".trilemma-bench"
 LOCK_NAME = ".lock"
-CHECKPOINT_FORMAT = "trilemma-checkpoint"  # checkpoint.FORMAT (not imported: that module pulls in torch)
+CHECKPOINT_FORMAT = "trilemma-checkpoint"  # the format field of a checkpoint's config.json (checkpoint.FORMAT)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -165,15 +165,6 @@ class RunLock:
             unlock(self.file)
             self.file.close()
             self.file = None
-
-    def __enter__(self):
-        note = self.acquire()
-        if note:
-            print(f"trilemma: {note}", file=sys.stderr)
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
 
 
 _WIN_LOCK_OFFSET = 1 << 20  # Windows locks bytes, mandatorily: lock one far past the pid so it stays readable

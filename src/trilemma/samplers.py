@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .errors import TrilemmaError
@@ -56,8 +57,6 @@ class SampleNoise:
         self._streams: dict[int, dict] = {}  # per-sample size d -> generators, current block, draws taken
 
     def _take(self, d: int, materialise: bool = True) -> torch.Tensor | None:
-        import numpy as np
-
         st = self._streams.setdefault(d, {"gens": None, "buf": None, "taken": 0})
         m = max(1, self.block // d)  # draws per block, a function of d only
         i = st["taken"]
@@ -299,14 +298,20 @@ def ddim_interpolate(denoiser, schedule: Schedule, x_a, x_b, ts, weights) -> tor
     return torch.stack([sample_ddim(denoiser, schedule, slerp(z_a, z_b, float(w)), ts) for w in weights])
 
 
+def check_sampler_for_model(sampler: str, draws_x0: bool, where: str = "") -> None:
+    """The one rule on which model a sampler can serve: Langevin needs the score -eps_hat / sigma from
+    E[x | z_t], and a model that draws x0 at random (a DDGAN generator, `draws_x0`) has none. For configs and
+    grids that know the family; `check_sampler_supports` applies it to a denoiser."""
+    if sampler == "langevin" and draws_x0:
+        raise TrilemmaError(f"{where}sampler langevin needs the score -eps_hat / sigma from E[x | z_t]; a DDGAN "
+                            "generator draws x0 at random, so its eps_hat is not a score (use ddpm or ddim)")
+
+
 def check_sampler_supports(denoiser, sampler: str) -> None:
-    """A one-line error for a sampler the denoiser cannot serve (Langevin needs a score; a DDGAN generator,
-    which draws x0 at random, has none)."""
+    """A one-line error for a sampler the denoiser cannot serve (`check_sampler_for_model`)."""
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    if sampler == "langevin" and any(hasattr(m, "latent_generator") for m in denoiser.modules()):
-        raise TrilemmaError("sampler langevin needs the score -eps_hat / sigma from E[x | z_t]; a DDGAN generator "
-                            "draws x0 at random, so its eps_hat is not a score (use ddpm or ddim)")
+    check_sampler_for_model(sampler, any(hasattr(m, "latent_generator") for m in denoiser.modules()))
 
 
 def generate(

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoint import load_checkpoint, optimizer_from_flat, optimizer_to_flat, recover_checkpoint, save_checkpoint
+from .checkpoint import (load_checkpoint, nonfinite, optimizer_from_flat, optimizer_to_flat, recover_checkpoint,
+                         save_checkpoint)
 from .config import Config, to_dict
 from .data import InfiniteLoader, load_dataset
 from .errors import TrilemmaError
@@ -146,9 +147,9 @@ def _state_problem(family, modules: nn.ModuleDict, emas: dict[str, EMA], x: torc
     the global RNG, so the training run (and an exact resume) is not perturbed."""
     ema_modules = _ema_modules(emas)
     for kind, mods in (("weights", modules), ("EMA weights", ema_modules)):
-        bad = [n for n, v in mods.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-        if bad:
-            return f"its {kind} hold NaN or infinity ({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})"
+        problem = nonfinite(mods.state_dict())
+        if problem:
+            return f"its {kind}: {problem}"
     merged = nn.ModuleDict({n: ema_modules[n] if n in ema_modules else m for n, m in modules.items()})
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.enable_grad():
@@ -203,20 +204,20 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
         note = lock.acquire()
         if note:
             print(f"trilemma: {note}", file=sys.stderr)
+    finished = False
     try:
         if accelerator.is_main_process:
             note = recover_checkpoint(out_dir / "checkpoint", locked=True)
             if note:
                 print(f"trilemma: {note}", file=sys.stderr)
         accelerator.wait_for_everyone()
-        return _train(cfg, out_dir, accelerator, resume, progress)
-    except BaseException:
-        lock.release()
-        if created and accelerator.is_main_process:
-            _remove_if_bare(out_dir)
-        raise
+        ckpt = _train(cfg, out_dir, accelerator, resume, progress)
+        finished = True
+        return ckpt
     finally:
         lock.release()
+        if not finished and created and accelerator.is_main_process:
+            _remove_if_bare(out_dir)
 
 
 def _remove_if_bare(out_dir: Path) -> None:
