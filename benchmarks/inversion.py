@@ -14,7 +14,7 @@ import torch
 from trilemma.checkpoint import load_checkpoint
 from trilemma.data import load_dataset
 from trilemma.denoiser import CountNFE
-from trilemma.families import denoiser_from_checkpoint
+from trilemma.loading import denoiser_from_checkpoint
 from trilemma.samplers import sample_ddim, sample_ddim_inverse
 from trilemma.schedules import time_grid
 

@@ -25,8 +25,8 @@ import torch
 
 from trilemma.config import load_config
 from trilemma.data import load_dataset
-from trilemma.families import build_family, decoder_of
-from trilemma.training import ShardedRNG, _frozen, _phase_parameters
+from trilemma.families import build_family
+from trilemma.training import ShardedRNG, frozen, phase_parameters
 
 
 def _timed(fn, repeats: int) -> list[float]:
@@ -42,14 +42,14 @@ def _train_step(family, x: torch.Tensor, seed: int):
     """A closure running one training step of `family` on the batch x, as the training loop does: per
     optimizer phase, its loss with the other phases' modules frozen, backward, an AdamW step."""
     mods = family.modules
-    opts = {ph: torch.optim.AdamW(_phase_parameters(mods, names), lr=1e-4) for ph, names in family.phases.items()}
+    opts = {ph: torch.optim.AdamW(phase_parameters(mods, names), lr=1e-4) for ph, names in family.phases.items()}
     rng = ShardedRNG(seed)
 
     def step():
         mods.train()
         batch = x.clone()  # a new batch object each step, as the loader gives (so nothing is memoised across steps)
         for phase, names in family.phases.items():
-            with _frozen([mods[n] for n in mods if n not in names]):
+            with frozen([mods[n] for n in mods if n not in names]):
                 family.loss(phase, mods, batch, rng, 0).mean().backward()
             opts[phase].step()
             opts[phase].zero_grad(set_to_none=True)
@@ -89,7 +89,7 @@ def main() -> None:
 
     def decode():
         with torch.no_grad():
-            decoder_of(lat)(noise["latent"])
+            lat.decode(noise["latent"])
 
     jobs = {
         "train pixel": _train_step(pix, x[: args.batch], 0),

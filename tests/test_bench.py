@@ -40,9 +40,9 @@ def test_rows_expand_as_a_product_and_bad_rows_are_named(tmp_path):
         {"checkpoint": "a", "sampler": ["ddpm", "dpmpp"], "steps": 4},
     ]}, "grid.yaml")
     rows = expand_rows(cfg)
-    assert [(r.sampler, r.steps, r.eta, r.spacing) for r in rows] == [
-        ("ddim", 10, 0.0, "leading"), ("ddim", 10, 1.0, "leading"), ("ddim", 5, 0.0, "leading"),
-        ("ddim", 5, 1.0, "leading"), ("ddpm", 4, 0.0, "leading"), ("dpmpp", 4, 0.0, "linspace")]
+    assert [(r.sampler, r.steps, r.sampler_options, r.spacing) for r in rows] == [
+        ("ddim", 10, {"eta": 0.0}, "leading"), ("ddim", 10, {"eta": 1.0}, "leading"), ("ddim", 5, {"eta": 0.0}, "leading"),
+        ("ddim", 5, {"eta": 1.0}, "leading"), ("ddpm", 4, {}, "leading"), ("dpmpp", 4, {}, "linspace")]
     assert len({r.key for r in rows}) == len(rows)
     bad = [
         ({"checkpoint": "a", "sampler": "ddim", "steps": 5, "etaa": 1}, "rows[0]: unknown key 'etaa'"),
@@ -56,10 +56,10 @@ def test_rows_expand_as_a_product_and_bad_rows_are_named(tmp_path):
     for row, fragment in bad:
         with pytest.raises(TrilemmaError, match=re.escape(fragment)):
             expand_rows(config_from_dict({"rows": [row]}, "grid.yaml"))
-    for extra, fragment in [({"samples": 5}, "grid.yaml: unknown key 'samples'"),
+    for extra, fragment in [({"samples": 5}, "grid.yaml: unknown config key 'samples'"),
                             ({"num_samples": "many"}, "num_samples must be an integer"),
-                            ({"seeds": ["a"]}, "seeds must be an integer or a non-empty list"),
-                            ({"features": "clip"}, "features: 'clip' is not auto or inception")]:
+                            ({"seeds": ["a"]}, "seeds[0] must be an integer"), ({"seeds": []}, "seeds must be an integer or a non-empty list"),
+                            ({"features": "clip"}, "features must be one of auto, inception, got 'clip'")]:
         with pytest.raises(TrilemmaError, match=re.escape(fragment)):
             config_from_dict({"rows": [{}], **extra}, "grid.yaml")
 
@@ -170,9 +170,9 @@ def test_a_toy_in_its_own_coordinates_joins_a_unit_variance_table(tmp_path):
     """A grid25 model trained at the grid's own scale is scored in the first row's (unit-variance)
     coordinates: with the same weights and noise its DDIM samples are the unit-variance model's, so its
     row must score exactly those samples times 1 / sqrt(8)."""
-    from trilemma.bench import Scorer
+    from trilemma.bench import make_scorer
     from trilemma.checkpoint import load_checkpoint
-    from trilemma.families import denoiser_from_checkpoint
+    from trilemma.loading import denoiser_from_checkpoint
     from trilemma.samplers import generate
 
     raw = {**TOY, "data": {**TOY["data"], "unit_variance": False}}
@@ -182,7 +182,7 @@ def test_a_toy_in_its_own_coordinates_joins_a_unit_variance_table(tmp_path):
     got = run_bench(cfg, tmp_path / "out", progress=False)["rows"][2]
     ck, cpu = load_checkpoint(a), torch.device("cpu")
     x = generate(denoiser_from_checkpoint(ck, cpu), 256, (2,), sampler="ddim", steps=2, seed=0)
-    want = Scorer(ck.cfg.data, cfg, cpu).score(x * (8 ** -0.5), 0)
+    want = make_scorer(ck.cfg.data, cfg, cpu).score(x * (8 ** -0.5), 0)
     assert {k: got[k] for k in want} == pytest.approx(want)
 
 

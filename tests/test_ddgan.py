@@ -9,7 +9,8 @@ import torch
 from helpers import DIGITS_GAN, TOY_GAN, write_config
 from trilemma.config import load_config
 from trilemma.denoiser import CountNFE, seed_latents
-from trilemma.families import build_family, denoiser_from_checkpoint
+from trilemma.families import build_family
+from trilemma.loading import denoiser_from_checkpoint
 from trilemma.families.ddgan import posterior_sample, step_pairs
 from trilemma.checkpoint import load_checkpoint
 from trilemma.samplers import generate, sample_ancestral
@@ -219,13 +220,13 @@ def test_residual_discriminator_input_is_the_forward_noise(tmp_path):
         seen["prev"], seen["second"] = x_prev, second
         return second.sum(1)
 
-    fam._disc(record, x_s, x_t, fam._residual_coefs(x_t, t, s), torch.zeros(64), None)
+    fam.discriminate(record, x_s, x_t, fam.residual_coefs(x_t, t, s), torch.zeros(64), None)
     assert seen["prev"] is x_s
     torch.testing.assert_close(seen["second"], e_step, rtol=1e-5, atol=1e-5)
     a_ts, sig_ts = transition(fam.schedule, t, s)
     torch.testing.assert_close(a_ts.float()[:, None] * x_s + sig_ts.float()[:, None] * seen["second"], x_t)
     plain = build_family(load_config(write_config(tmp_path / "p.yaml", TOY_GAN)), (2,))
-    plain._disc(record, x_s, x_t, plain._residual_coefs(x_t, t, s), torch.zeros(64), None)
+    plain.discriminate(record, x_s, x_t, plain.residual_coefs(x_t, t, s), torch.zeros(64), None)
     assert seen["second"] is x_t  # off by default: D sees the pair itself
 
 
@@ -279,7 +280,7 @@ def test_coarse_to_fine_discriminator_bands(tmp_path):
     cfg = load_config(write_config(tmp_path / "c.yaml", TOY_GAN,
                                    gan={"d_fourier": 4, "d_raw_input": False, "d_fourier_anneal": 100}))
     fam = build_family(cfg, (2,))
-    assert fam._bands(0) == 0.0 and fam._bands(25) == 1.0 and fam._bands(100) == 4.0 and fam._bands(10**6) == 4.0
+    assert fam.fourier_bands(0) == 0.0 and fam.fourier_bands(25) == 1.0 and fam.fourier_bands(100) == 4.0 and fam.fourier_bands(10**6) == 4.0
     disc, g = fam.modules["disc"], torch.Generator().manual_seed(0)
     a, b, c = (torch.randn(8, 2, generator=g) for _ in range(3))
     ts = torch.full((8,), 3.0)
@@ -287,7 +288,7 @@ def test_coarse_to_fine_discriminator_bands(tmp_path):
         torch.testing.assert_close(disc(a, b, ts, bands=0.0), disc(c, a, ts, bands=0.0))
         assert not torch.allclose(disc(a, b, ts, bands=1.0), disc(c, a, ts, bands=1.0))
         torch.testing.assert_close(disc(a, b, ts, bands=4.0), disc(a, b, ts))
-    assert build_family(load_config(write_config(tmp_path / "p.yaml", TOY_GAN)), (2,))._bands(0) is None
+    assert build_family(load_config(write_config(tmp_path / "p.yaml", TOY_GAN)), (2,)).fourier_bands(0) is None
     for gan in ({"d_fourier_anneal": -1}, {"d_fourier_anneal": 10, "d_fourier": 0}):
         with pytest.raises(TrilemmaError, match="d_fourier_anneal"):
             build_family(load_config(write_config(tmp_path / "bad.yaml", TOY_GAN, gan=gan)), (2,))

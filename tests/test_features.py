@@ -11,14 +11,14 @@ from torch import nn
 
 from trilemma.data import DataConfig, FASHION_MNIST_DEFAULT, load_dataset
 from trilemma.errors import TrilemmaError
-from trilemma.features import (FEATURE_NETS, FeatureNetConfig, FeatureTrainConfig, InceptionFeatures, _asset,
+from trilemma.features import (FEATURE_NETS, FeatureNetConfig, FeatureTrainConfig, InceptionFeatures, asset_path,
                                accuracy, extract_features, file_sha256, load_feature_net, train_feature_net)
 from trilemma.metrics import frechet_distance_from_features
 
 
 def test_pinned_hashes_match_the_shipped_files():
     for name, spec in FEATURE_NETS.items():
-        path = _asset(spec.file)
+        path = asset_path(spec.file)
         assert path.is_file(), path
         assert file_sha256(path) == spec.sha256 == hashlib.sha256(path.read_bytes()).hexdigest(), name
         assert path.stat().st_size < 5 * 2**20, f"{path} is {path.stat().st_size} bytes: ship a few MB at most"
@@ -50,7 +50,7 @@ def test_fashion_mnist_classifier_accuracy():
 
 
 def test_a_tampered_file_is_refused(tmp_path):
-    src = _asset(FEATURE_NETS["digits"].file)
+    src = asset_path(FEATURE_NETS["digits"].file)
     bad = tmp_path / "featnet.safetensors"
     data = bytearray(src.read_bytes())
     data[-1] ^= 0x01  # one bit in the last weight
@@ -71,7 +71,7 @@ def test_training_recipe_writes_a_loadable_hashed_file(tmp_path):
     out = tmp_path / "net.safetensors"
     info = train_feature_net("digits", out, FeatureNetConfig(image_size=8, width=8, feature_dim=16),
                              FeatureTrainConfig(epochs=5, batch_size=64, shift=1, hflip=False), progress=False)
-    assert info["sha256"] == file_sha256(out) and not list(tmp_path.glob(".*tmp"))
+    assert info["sha256"] == file_sha256(out) and not list(tmp_path.glob(".*tmp*"))
     # 120 steps of a width-8 net: far from converged (0.61 seen), far above chance (0.1)
     assert info["test_accuracy"] > 0.4, f"five epochs should beat chance by far, got {info['test_accuracy']}"
     net = load_feature_net("digits", path=out, sha256=info["sha256"])

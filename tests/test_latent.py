@@ -14,11 +14,12 @@ from trilemma.checkpoint import load_checkpoint
 from trilemma.config import AutoencoderConfig, load_config
 from trilemma.data import load_dataset
 from trilemma.errors import TrilemmaError
-from trilemma.families import autoencoder_from_checkpoint, build_family, sampler_from_checkpoint
+from trilemma.families import build_family
+from trilemma.loading import autoencoder_from_checkpoint, sampler_from_checkpoint
 from trilemma.families.autoencoder import measure_latent_scale, psnr
 from trilemma.families.latent import autoencoder_sha256
 from trilemma.networks import build_autoencoder
-from trilemma.families.vdm import gaussian_kl
+from trilemma.bounds import gaussian_kl
 from trilemma.samplers import generate, sample_langevin
 from trilemma.schedules import Cosine, LinearBeta, LinearGamma, alpha_sigma, time_grid
 from trilemma.training import train

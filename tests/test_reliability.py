@@ -142,10 +142,24 @@ def _wait_for_lock(out: Path, pid: int, proc) -> None:
     raise AssertionError("the first training never took the lock")
 
 
+def _wait_until_training(out: Path, proc) -> None:
+    """Until the running training has written what it writes before its first step (its marker and
+    config.json, each through a temporary file), so a snapshot of its files is not taken mid-write."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        names = [p.name for p in out.iterdir()]
+        if "config.json" in names and not any(".tmp-" in n for n in names):
+            return
+        assert proc.poll() is None, "the first training ended early"
+        time.sleep(0.1)
+    raise AssertionError("the first training never wrote its config.json")
+
+
 def test_two_trainings_on_one_out_the_second_is_refused_and_a_dead_ones_lock_is_taken_over(tmp_path):
     cfg, out, proc = _background_training(tmp_path, save_every=0)
     try:
         _wait_for_lock(out, proc.pid, proc)
+        _wait_until_training(out, proc)
         before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
         for extra in ([], ["--resume"]):
             res = run("train", cfg, "--out", out, "--steps", "3", "--quiet", *extra)
@@ -204,7 +218,7 @@ def test_per_sample_noise_is_exactly_independent_of_the_split():
 
 
 def test_ddgan_latents_and_step_noise_do_not_depend_on_the_batch(tmp_path):
-    from trilemma.families import denoiser_from_checkpoint
+    from trilemma.loading import denoiser_from_checkpoint
     from trilemma.samplers import generate
 
     res = run("train", write_config(tmp_path / "g.yaml", TOY_GAN), "--out", tmp_path / "gan", "--quiet")

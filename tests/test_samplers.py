@@ -45,13 +45,21 @@ def exact_ode_endpoint(schedule, z_T, t_max=1.0):
     return M + S * (z_T.double() - a * M) / torch.sqrt(a**2 * S**2 + s**2)
 
 
+# name -> sampler(denoiser, x_T, ts, generator, callback); the ids of test_sampler_contract
 SAMPLERS = {
-    "ancestral": lambda d, x, ts, g: sample_ancestral(d, d.schedule, x, ts, generator=g),
-    "ddim0": lambda d, x, ts, g: sample_ddim(d, d.schedule, x, ts, eta=0.0, generator=g),
-    "ddim1": lambda d, x, ts, g: sample_ddim(d, d.schedule, x, ts, eta=1.0, generator=g),
-    "dpmpp": lambda d, x, ts, g: sample_dpmpp_2m(d, d.schedule, x, ts, generator=g),
-    "langevin": lambda d, x, ts, g: sample_langevin(d, d.schedule, x, ts, denoise=False, generator=g),
+    "ancestral": lambda d, x, ts, g, cb=None: sample_ancestral(d, d.schedule, x, ts, generator=g, callback=cb),
+    "ddim0": lambda d, x, ts, g, cb=None: sample_ddim(d, d.schedule, x, ts, eta=0.0, generator=g, callback=cb),
+    "ddim1": lambda d, x, ts, g, cb=None: sample_ddim(d, d.schedule, x, ts, eta=1.0, generator=g, callback=cb),
+    "dpmpp": lambda d, x, ts, g, cb=None: sample_dpmpp_2m(d, d.schedule, x, ts, generator=g, callback=cb),
+    "langevin": lambda d, x, ts, g, cb=None: sample_langevin(d, d.schedule, x, ts, denoise=False, generator=g,
+                                                             callback=cb),
+    "langevin_denoise": lambda d, x, ts, g, cb=None: sample_langevin(d, d.schedule, x, ts, generator=g, callback=cb),
 }
+EXTRA_NFE = {"langevin_denoise": 1}  # network evaluations beyond one per step: Langevin's final denoising step
+# samplers that draw noise on a grid of `steps` steps: ancestral and DDIM(eta = 1) only on the steps to s > 0
+# (a one-step grid goes straight to t = 0), Langevin on every update
+STOCHASTIC = {"ancestral": lambda steps: steps > 1, "ddim1": lambda steps: steps > 1,
+              "langevin": lambda steps: True, "langevin_denoise": lambda steps: True}
 
 
 @pytest.fixture
@@ -60,24 +68,57 @@ def mlp_denoiser():
     return PredictionDenoiser(MLP(2, 32, 2), LinearBeta(1000), "eps").eval()
 
 
+class Recording(nn.Module):
+    """Logs every evaluation ("eval", t, z_t, x0_hat) of the denoiser it wraps into `log`."""
+
+    def __init__(self, denoiser, log):
+        super().__init__()
+        self.denoiser, self.log = denoiser, log
+
+    @property
+    def schedule(self):
+        return self.denoiser.schedule
+
+    def forward(self, z, t):
+        out = self.denoiser(z, t)
+        self.log.append(("eval", t, z, out))
+        return out
+
+
 @pytest.mark.parametrize("name", SAMPLERS)
 @pytest.mark.parametrize("steps", [1, 5, 12])
 def test_sampler_contract(mlp_denoiser, name, steps):
-    """Shapes, finiteness, determinism under a seed, one NFE per step, and the callback."""
+    """Shapes, finiteness, determinism under a seed, one NFE per step (Langevin: per update, plus its final
+    denoising), the generator used exactly by the stochastic samplers, and the callback: called once right after
+    each network evaluation with i = 0..NFE-1, that evaluation's t and x0_hat, and the current x, whose last value
+    is the result."""
+    sampler = SAMPLERS[name]
     ts = time_grid(mlp_denoiser.schedule, steps, "linspace")
     x_T = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
-    seen = []
-    den = CountNFE(mlp_denoiser)
-    out1 = SAMPLERS[name](den, x_T.clone(), ts, torch.Generator().manual_seed(3))
-    out2 = SAMPLERS[name](mlp_denoiser, x_T.clone(), ts, torch.Generator().manual_seed(3))
+    log = []
+    den = CountNFE(Recording(mlp_denoiser, log))
+    out1 = sampler(den, x_T.clone(), ts, torch.Generator().manual_seed(3), lambda info: log.append(("cb", info)))
+    out2 = sampler(mlp_denoiser, x_T.clone(), ts, torch.Generator().manual_seed(3))
     assert out1.shape == x_T.shape and torch.isfinite(out1).all()
-    assert torch.equal(out1, out2), "same seed, same samples"
-    assert den.nfe == steps
-    sample_ddim(mlp_denoiser, mlp_denoiser.schedule, x_T, ts, callback=seen.append)
-    assert [d["i"] for d in seen] == list(range(steps)) and seen[-1]["x"].shape == x_T.shape
-    if name in ("ancestral", "ddim1", "langevin") and steps > 1:
-        out3 = SAMPLERS[name](mlp_denoiser, x_T.clone(), ts, torch.Generator().manual_seed(4))
+    assert torch.equal(out1, out2), "same seed, same samples (with or without a callback and an NFE counter)"
+    nfe = steps + EXTRA_NFE.get(name, 0)
+    assert den.nfe == nfe
+
+    # the log alternates evaluation, callback: one callback per network evaluation, right after it
+    assert [e[0] for e in log] == ["eval", "cb"] * nfe, [e[0] for e in log]
+    for k, ((_, t, _, x0_hat), (_, info)) in enumerate(zip(log[::2], log[1::2])):
+        assert info["i"] == k
+        assert info["t"] == t, "the callback's t is the time the network was evaluated at"
+        assert torch.equal(info["denoised"], x0_hat), "the callback's denoised is that evaluation's x0_hat"
+        assert info["x"].shape == x_T.shape and torch.isfinite(info["x"]).all()
+    assert torch.equal(log[-1][1]["x"], out1), "the last callback sees the result"
+    assert log[0][1] == float(ts[0]), "the first evaluation is at t_N"
+
+    out3 = sampler(mlp_denoiser, x_T.clone(), ts, torch.Generator().manual_seed(4))
+    if STOCHASTIC.get(name, lambda steps: False)(steps):
         assert not torch.equal(out1, out3), "stochastic samplers depend on the generator"
+    else:
+        assert torch.equal(out1, out3), "deterministic samplers ignore the generator"
 
 
 @pytest.mark.parametrize("schedule", [LinearBeta(1000), Cosine()], ids=["linear-beta", "cosine"])
@@ -185,7 +226,7 @@ def test_denoiser_float_time_matches_tensor_time(prediction):
             cached = den(z, t)
             fresh = den(z, torch.full((8,), t, dtype=torch.float64))
             torch.testing.assert_close(cached, fresh, rtol=1e-6, atol=1e-6)
-    assert len(den._level_cache) == 3
+    assert den.level_cache_size == 3
 
 
 def test_denoiser_level_cache_follows_a_learned_schedule():

@@ -10,7 +10,8 @@ from helpers import TOY_VDM, write_config
 from trilemma.config import load_config
 from trilemma.errors import TrilemmaError
 from trilemma.families import build_family
-from trilemma.families.vdm import VDMDenoiser, decoder_logits, decoder_nll, stratified, vdm_terms
+from trilemma.bounds import decoder_logits, decoder_nll
+from trilemma.families.vdm import VDMDenoiser, stratified, vdm_terms
 from trilemma.metrics.likelihood import evaluate_bound
 from trilemma.networks import MLP
 from trilemma.schedules import GradScale, LearnedGamma, LinearGamma
@@ -234,7 +235,7 @@ def test_vdm_trains_samples_and_reports_three_bound_terms(tmp_path):
     from trilemma.checkpoint import load_checkpoint
     from trilemma.cli import main
     from trilemma.denoiser import CountNFE
-    from trilemma.families import denoiser_from_checkpoint
+    from trilemma.loading import denoiser_from_checkpoint
     from trilemma.samplers import generate
     from trilemma.training import train
 

@@ -1,8 +1,9 @@
 """trilemma: diffusion models that sample fast without giving up quality or diversity.
 
-Four families on one core (DDPM/DDIM, VDM, DDGAN, latent diffusion), every one measured on speed,
-quality and diversity. See DESIGN.md for the vocabulary: schedules t -> gamma(t), one denoiser
-contract denoiser(z_t, t) -> x0_hat, samplers as plain functions.
+Model families on one core (the registry: `trilemma.families.FAMILIES`; any of them on an autoencoder's
+latents is latent diffusion), every one measured on speed, quality and diversity. The vocabulary: schedules
+t -> gamma(t) (`trilemma.schedules`, whose docstring gives the notation), one denoiser contract
+denoiser(z_t, t) -> x0_hat (`trilemma.denoiser`), samplers as plain functions (`trilemma.samplers`).
 """
 
 from .denoiser import CountNFE, PredictionDenoiser

@@ -24,11 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .config import Config, config_from_json, to_dict
 from .errors import TrilemmaError
 from .paths import CHECKPOINT_FORMAT as FORMAT
+from .paths import LOCK_NAME, fsync_dir, fsync_file, read_safetensors, temp_sibling, try_lock, unlock
 
 VERSION = 1
 
@@ -70,39 +71,25 @@ def _fault(point: str, path: Path) -> None:
 _FAULT_HOOK = None
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename in `path` durable (no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _write_dir(path: Path, files: dict[str, callable]) -> None:
-    """Write `files` (name -> writer(path)) into a temp dir, fsync, then swap it in for `path`."""
+    """Write `files` (name -> writer(path)) into a temp dir, fsync, then swap it in for `path`. A directory
+    cannot be renamed over a non-empty one, so this is two renames rather than `paths.atomic_write`'s one;
+    `recover_checkpoint` completes a swap that a crash interrupted."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    old = path.parent / f".{path.name}.old-{os.getpid()}"
+    tmp, old = temp_sibling(path, "tmp"), temp_sibling(path, "old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     for name, writer in files.items():
         writer(tmp / name)
-        with open(tmp / name, "rb") as f:
-            os.fsync(f.fileno())
+        fsync_file(tmp / name)
         _fault(f"wrote {name}", tmp / name)
-    _fsync_dir(tmp)
+    fsync_dir(tmp)
     _fault("before renames", path)
     if path.exists():
         os.rename(path, old)
     _fault("between renames", path)
     os.rename(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     _fault("after renames", path)
     shutil.rmtree(old, ignore_errors=True)
 
@@ -114,10 +101,10 @@ def checkpoint_step(path: Path) -> int | None:
         meta = json.loads((path / "config.json").read_text())
         if not isinstance(meta, dict) or meta.get("format") != FORMAT or not isinstance(meta.get("step"), int):
             return None
-        load_file(str(path / "model.safetensors"))
+        read_safetensors(path / "model.safetensors")
         t, j = path / "train.safetensors", path / "train.json"
         if t.exists() or j.exists():  # written together: both whole or the checkpoint is not
-            load_file(str(t))
+            read_safetensors(t)
             if json.loads(j.read_text()).get("step") != meta["step"]:
                 return None
         return meta["step"]
@@ -143,8 +130,6 @@ def recover_checkpoint(path: str | Path, locked: bool = False, wait: float = 3.0
     holds it says `locked`; otherwise the lock is taken, waiting up to `wait` seconds for another recovery,
     and nothing is done while a training holds it (its write in progress is not a leftover). Returns a
     one-line description of what was done, or None."""
-    from .paths import LOCK_NAME, try_lock, unlock
-
     path = Path(path)
     if not path.parent.is_dir() or not write_leftovers(path):
         return None
@@ -177,12 +162,12 @@ def _recover(path: Path) -> str | None:
     done = []
     if best is not None and best != path:
         if path.exists():
-            aside = path.parent / f".{path.name}.old-{os.getpid()}"
+            aside = temp_sibling(path, "old")
             shutil.rmtree(aside, ignore_errors=True)
             os.rename(path, aside)
             stray.append(aside)
         os.rename(best, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         done.append(f"restored the checkpoint of step {complete[best]} from {best.name}")
     removed = [p for p in stray if p != best and p.exists()]
     for p in removed:
@@ -251,7 +236,7 @@ class Checkpoint:
         t, j = self.path / "train.safetensors", self.path / "train.json"
         if not (t.is_file() and j.is_file()):
             raise TrilemmaError(f"{self.path}: checkpoint has no training state (train.safetensors/train.json)")
-        tensors = _load_safetensors(t)
+        tensors, _ = read_safetensors(t)
         try:
             meta = json.loads(j.read_text())
         except (ValueError, UnicodeDecodeError):
@@ -263,14 +248,6 @@ class Checkpoint:
         if meta["step"] != self.meta["step"]:
             raise TrilemmaError(f"{j}: step {meta['step']} does not match config.json's {self.meta['step']}")
         return tensors, meta
-
-
-def _load_safetensors(p: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(p))
-    except Exception as e:  # safetensors raises its own (version-dependent) error type for a bad file
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise TrilemmaError(f"{p}: not a readable safetensors file ({first})") from None
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -314,7 +291,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if not isinstance(meta.get("step"), int) or meta["step"] < 0:
         raise TrilemmaError(f"{where}: step must be a non-negative integer, got {meta.get('step')!r}")
     cfg = config_from_json(json.dumps(meta), where)
-    weights = _load_safetensors(p / "model.safetensors")
+    weights, _ = read_safetensors(p / "model.safetensors")
     check_finite(weights, str(p / "model.safetensors"))
     return Checkpoint(p, cfg, meta, weights)
 

@@ -1,4 +1,4 @@
-"""The `trilemma` command line: train, sample, export, bench, demo (also `python -m trilemma`)."""
+"""The `trilemma` command line: train, sample, export, eval, bench, demo (also `python -m trilemma`)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ import click
 
 from .errors import TrilemmaError
 from .metrics.likelihood import BPD_BATCH, BPD_DRAWS
-from .samplers import LANGEVIN_STEP_SIZE
+from .samplers import SAMPLER_INFO, all_sampler_options, check_sampler_options, default_spacing
 from .schedules import SPACINGS
 
-SAMPLER_CHOICES = ["ddpm", "ancestral", "ddim", "dpmpp", "langevin"]
 SPACING_CHOICES = list(SPACINGS)
 
 
@@ -133,14 +132,29 @@ SEED = click.IntRange(0, 2**63 - 1)
 SAMPLE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".npz")
 
 
+def sampler_option_flags(command):
+    """One flag per sampler option, from the samplers' declarations (`samplers.all_sampler_options`): --eta,
+    --steps-per-level, --step-size, ... Each defaults to None (not given), so a flag the chosen sampler does not
+    take is refused by `check_sampler_options` whatever its value."""
+    for o in reversed(list(all_sampler_options().values())):
+        users = ", ".join(n for n, info in SAMPLER_INFO.items() if o in info.options)
+        default = o.default if o.type is bool else f"{o.default:g}"
+        help = f"{users}: {o.rule.help}; {o.describe()} [default: {default}]."
+        decl = f"{o.flag}/--no-{o.flag[2:]}" if o.type is bool else o.flag
+        command = click.option(decl, o.name, type=None if o.type is bool else o.type, default=None,
+                               show_default=False, help=help)(command)
+    return command
+
+
 @main.command()
 @click.argument("ckpt", type=click.Path())
-@click.option("--sampler", type=click.Choice(SAMPLER_CHOICES), default="ddim", help="ddpm = ancestral (the VDM sampler too), ddim, dpmpp = DPM-Solver++(2M), langevin = annealed Langevin dynamics.")
+@click.option("--sampler", type=click.Choice(list(SAMPLER_INFO)), default="ddim",
+              help=", ".join(n if i.title == n else f"{n} = {i.title}" for n, i in SAMPLER_INFO.items()) + ".")
 @click.option("--steps", type=click.IntRange(min=1), default=50, help="Sampling steps (network evaluations); for langevin, noise levels.")
-@click.option("--eta", type=float, default=None, help="ddim: noise scale in [0, 1] [default: 0].")
-@click.option("--steps-per-level", type=int, default=None, help="langevin: updates per noise level [default: 1].")
-@click.option("--step-size", type=float, default=None, help=f"langevin: step eta = step_size * sigma_t^2 [default: {LANGEVIN_STEP_SIZE}].")
-@click.option("--spacing", type=click.Choice(SPACING_CHOICES), default=None, help="Time grid [default: leading; linspace for dpmpp, logsnr for langevin].")
+@sampler_option_flags
+@click.option("--spacing", type=click.Choice(SPACING_CHOICES), default=None,
+              help="Time grid [default: the sampler's: leading; " + ", ".join(
+                  f"{i.spacing} for {n}" for n, i in SAMPLER_INFO.items() if i.spacing != "leading") + "].")
 @click.option("-n", "num", type=click.IntRange(min=1), default=64, help="Number of samples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per network call [default: all of them]; the samples do not depend on it.")
 @click.option("--seed", type=SEED, default=0, help="Seed: sample i's noise (x_T and every step's) depends only on (seed, i).")
@@ -148,8 +162,7 @@ SAMPLE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".npz")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Plot path (.png, .pdf, .svg, .jpg); raw samples go to the same name with .npz [default: RUN/samples/SAMPLER-STEPS-seedS.png beside the checkpoint, runs/samples/... for a shipped one].")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N, mps [default: cuda if available, else cpu].")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def sample(ckpt, sampler, steps, eta, steps_per_level, step_size, spacing, num, batch_size, seed, noise, out, device,
-           quiet):
+def sample(ckpt, sampler, steps, spacing, num, batch_size, seed, noise, out, device, quiet, **options):
     """Draw samples from a checkpoint: a PNG grid (images) or scatter plot (2-D) and an .npz.
 
     A latent model samples latents (--noise has their shape) and decodes them; the .npz holds the images, in the
@@ -160,20 +173,15 @@ def sample(ckpt, sampler, steps, eta, steps_per_level, step_size, spacing, num, 
       trilemma sample runs/digits-ddpm --sampler dpmpp --steps 10 -n 64 --seed 1 --out runs/d.png
     """
     import numpy as np
-    import torch
 
     from .checkpoint import load_checkpoint
-    from .denoiser import CountNFE
     from .device import resolve_device
-    from .families import sampler_from_checkpoint
+    from .noise import read_noise_file
     from .paths import check_output_file
     from .plotting import save_samples
-    from .samplers import check_sampler_options, check_sampler_supports, default_spacing, generate
-    from .schedules import time_grid
 
     # everything that can be checked is checked before the model runs
-    opts = check_sampler_options(sampler, {"eta": eta, "steps_per_level": steps_per_level, "step_size": step_size},
-                                 "", flag=lambda k: "--" + k.replace("_", "-"))
+    opts = check_sampler_options(sampler, options, "", flag=lambda k: "--" + k.replace("_", "-"))
     device = resolve_device(device)
     ck = load_checkpoint(ckpt)
     if out is None:
@@ -181,39 +189,12 @@ def sample(ckpt, sampler, steps, eta, steps_per_level, step_size, spacing, num, 
         out = base / f"{sampler}-{steps}-seed{seed}.png"
     out = check_output_file(out, "--out", SAMPLE_SUFFIXES)
     raw = out.with_suffix(".npz")
-    x_T = None
-    if noise is not None:
-        x_T = _read_noise(noise, ck.sample_shape)
-        num = x_T.shape[0]
-    den, decode = sampler_from_checkpoint(ck, device)
-    den = CountNFE(den)
-    check_sampler_supports(den, sampler)
+    x_T = None if noise is None else read_noise_file(noise, ck.sample_shape)
+    num = num if x_T is None else x_T.shape[0]
     spacing = spacing or default_spacing(sampler)
-    grid = len(time_grid(den.schedule, steps, spacing)) - 1  # a grid the schedule cannot give is refused here
-    if grid != steps:
-        click.echo(f"trilemma: note: the {spacing} grid has {grid} distinct times for --steps {steps} on this "
-                   f"{den.schedule.num_timesteps}-step schedule: {grid} steps", err=True)
-    batch_size = batch_size or num
-    batches = -(-num // batch_size)
-    # progress per batch when there are several, else per network evaluation of the one batch
-    calls = grid * opts["steps_per_level"] + 1 if sampler == "langevin" else grid
-    bar = _sampling_bar(quiet, batches if batches > 1 else calls, f"{sampler}-{steps}", "batch" if batches > 1 else "NFE")
     t0 = time.perf_counter()
-    xs = []
-    for i in range(0, num, batch_size):
-        k = min(batch_size, num - i)
-        xs.append(decode(generate(den, k, ck.sample_shape, sampler=sampler, steps=steps, spacing=spacing, seed=seed,
-                                  noise=None if x_T is None else x_T[i : i + k], first_index=i, device=device,
-                                  callback=None if batches > 1 else (lambda info: bar.update(1)), **opts)).cpu())
-        if batches > 1:
-            bar.update(1)
-    bar.close()
-    x = torch.cat(xs)
+    x, nfe = _draw(ck, sampler, steps, spacing, opts, num, batch_size or num, seed, x_T, device, quiet)
     seconds = time.perf_counter() - t0
-    nfe = den.nfe // batches
-    bad = int((~torch.isfinite(x.flatten(1)).all(1)).sum())
-    if bad:
-        raise TrilemmaError(f"{bad} of {num} samples are not finite (NaN or infinity); nothing was written")
     np.savez(raw, samples=x.numpy(), sampler=sampler, steps=steps, spacing=spacing, seed=seed, nfe=nfe, **opts)
     if out.suffix.lower() != ".npz":
         reference = None
@@ -225,33 +206,41 @@ def sample(ckpt, sampler, steps, eta, steps_per_level, step_size, spacing, num, 
     click.echo(f"{num} samples, {nfe} NFE per sample, {seconds:.2f} s -> {out}" + (f" and {raw}" if out != raw else ""))
 
 
-def _sampling_bar(quiet: bool, total: int, what: str, unit: str):
+def _draw(ck, sampler, steps, spacing, opts, num, batch_size, seed, x_T, device, quiet):
+    """`trilemma sample`'s samples (decoded, on the CPU, all finite) and NFE per sample, batch by batch with a
+    progress bar: per batch when there are several, else per network evaluation of the one batch."""
+    import torch
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=f"sample {what}", unit=unit, disable=quiet, dynamic_ncols=True, leave=False)
+    from .denoiser import CountNFE
+    from .loading import sampler_from_checkpoint
+    from .samplers import check_sampler_supports, generate
+    from .schedules import time_grid
 
-
-def _read_noise(path: str, sample_shape: tuple[int, ...]):
-    """x_T from a .npy file: a finite, real-valued array of shape (n, *sample_shape)."""
-    import numpy as np
-    import torch
-
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        why = "not in NumPy's .npy format" if "pickle" in str(e) or not str(e) else str(e).splitlines()[0]
-        raise TrilemmaError(f"{path}: not a readable .npy array ({why})") from None
-    if not isinstance(arr, np.ndarray):
-        arr.close()
-        raise TrilemmaError(f"{path}: an .npz archive; --noise takes one .npy array")
-    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
-        raise TrilemmaError(f"{path}: holds {arr.dtype} values; --noise takes real numbers")
-    if arr.ndim < 1 or tuple(arr.shape[1:]) != sample_shape or arr.shape[0] < 1:
-        raise TrilemmaError(f"{path}: shape {tuple(arr.shape)} does not match (n, {', '.join(map(str, sample_shape))})")
-    wide = arr.astype(np.float64)
-    if not np.isfinite(wide).all() or np.abs(wide).max() > np.finfo(np.float32).max:
-        raise TrilemmaError(f"{path}: holds NaN, infinity or values beyond float32's range")
-    return torch.from_numpy(wide.astype(np.float32))
+    den, decode = sampler_from_checkpoint(ck, device)
+    den = CountNFE(den)
+    check_sampler_supports(den, sampler)
+    grid = len(time_grid(den.schedule, steps, spacing)) - 1  # a grid the schedule cannot give is refused here
+    if grid != steps:
+        click.echo(f"trilemma: note: the {spacing} grid has {grid} distinct times for --steps {steps} on this "
+                   f"{den.schedule.num_timesteps}-step schedule: {grid} steps", err=True)
+    batches = -(-num // batch_size)
+    total, unit = (batches, "batch") if batches > 1 else (SAMPLER_INFO[sampler].nfe(grid, opts), "NFE")
+    bar = tqdm(total=total, desc=f"sample {sampler}-{steps}", unit=unit, disable=quiet, dynamic_ncols=True, leave=False)
+    xs = []
+    for i in range(0, num, batch_size):
+        k = min(batch_size, num - i)
+        xs.append(decode(generate(den, k, ck.sample_shape, sampler=sampler, steps=steps, spacing=spacing, seed=seed,
+                                  noise=None if x_T is None else x_T[i : i + k], first_index=i, device=device,
+                                  callback=None if batches > 1 else (lambda info: bar.update(1)), **opts)).cpu())
+        if batches > 1:
+            bar.update(1)
+    bar.close()
+    x = torch.cat(xs)
+    bad = int((~torch.isfinite(x.flatten(1)).all(1)).sum())
+    if bad:
+        raise TrilemmaError(f"{bad} of {num} samples are not finite (NaN or infinity); nothing was written")
+    return x, den.nfe // batches
 
 
 @main.command()
@@ -304,8 +293,8 @@ def eval_(ckpt, bpd, recon, split, draws, num, batch_size, seed, json_out, devic
     from .checkpoint import load_checkpoint
     from .data import describe, load_dataset
     from .device import resolve_device
-    from .families import bound_from_checkpoint
-    from .metrics.likelihood import evaluate_bound
+    from .loading import bound_from_checkpoint
+    from .metrics.likelihood import bpd_table, evaluate_bound
     from .paths import atomic_write_text, check_output_file
 
     if bpd == recon:
@@ -338,7 +327,7 @@ def eval_(ckpt, bpd, recon, split, draws, num, batch_size, seed, json_out, devic
 def _eval_recon(ck, split, num, batch_size, device, quiet) -> dict:
     """`trilemma eval --recon`: print and return an autoencoder's reconstruction metrics on a split."""
     from .data import describe, load_dataset
-    from .families import autoencoder_from_checkpoint
+    from .loading import autoencoder_from_checkpoint
     from .families.autoencoder import evaluate_reconstruction
 
     ae = autoencoder_from_checkpoint(ck, device, "--recon: ")
@@ -357,19 +346,6 @@ def _eval_recon(ck, split, num, batch_size, device, quiet) -> dict:
         lines.append(f"| {res['fd_metric']} of reconstructions | {res['fd']:.4f} |")
     click.echo("\n".join(lines))
     return res
-
-
-def bpd_table(res: dict) -> str:
-    """The terms of an `evaluate_bound` result as a Markdown table (bits/dim, 95% interval, variances)."""
-    names = {"prior": "prior (t = 1)", "recon": "reconstruction", "diffusion": "diffusion", "total": "total"}
-    mc = "diffusion_mc" in res["variance"]
-    lines = ["| term | bits/dim | 95% CI | variance per draw" + (" | Monte-Carlo variance |" if mc else " |"),
-             "|---|---|---|---" + ("|---|" if mc else "|")]
-    for k, label in names.items():
-        t, v = res["terms"][k], res["variance"]
-        cells = [label, f"{t['mean']:.4f}", f"± {t['ci95']:.4f}", f"{v[k]:.4g}"] + ([f"{v[k + '_mc']:.4g}"] if mc else [])
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 @main.command()
@@ -425,7 +401,8 @@ def _print_summary(summary: dict, out: Path) -> None:
 @click.option("--device", default=None, help="cpu, cuda, cuda:N, mps [default: cuda if available, else cpu].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def demo(out, retrain, num_samples, device, quiet):
-    """The trilemma on the 25-Gaussian grid: every sampler and step count of every family, one table.
+    """The trilemma on the 25-Gaussian grid: toy DDPM and DDGAN models on several samplers and step counts,
+    one table.
 
     Starts from the small toy checkpoints shipped with the package (or trains them with --retrain),
     then runs the benchmark and writes its report to OUT/report.html.

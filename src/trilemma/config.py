@@ -19,6 +19,7 @@ import yaml
 
 from .data import DataConfig
 from .errors import TrilemmaError
+from .samplers import SAMPLER_INFO, all_sampler_options, check_sampler_for_model, check_sampler_options
 from .schedules import ScheduleConfig
 
 
@@ -105,7 +106,7 @@ class TrainConfig:
     steps: int = 10_000  # optimizer steps
     batch_size: int = 256  # per process
     lr: float = 1e-3  # peak learning rate (AdamW; ddgan uses gan.lr_g and gan.lr_d)
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay (ddgan's two phases take none)
     warmup: int = 200  # linear warm-up steps
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     ema_decay: float = 0.999  # EMA of the weights, used for sampling
@@ -118,17 +119,35 @@ class TrainConfig:
 
 
 @dataclass
-class SampleConfig:
-    sampler: str = "ddim"  # sampler for the periodic grids: ddpm | ancestral | ddim | dpmpp | langevin
+class SampleSettings:
+    """The periodic sample grids of a training run (and a checkpoint's default sampler)."""
+
+    sampler: str = "ddim"  # a name in samplers.SAMPLER_INFO (`trilemma sample --help` lists them)
     steps: int = 50
-    eta: float = 0.0
     spacing: str = "leading"  # time grid: leading | trailing | linspace | quadratic | logsnr
     n: int = 64  # samples per grid
 
 
+# SampleConfig: the settings above plus one field per sampler option (eta, steps_per_level, step_size, ...), with
+# the type and default each sampler declares in its signature (`samplers.all_sampler_options`): an option added to
+# a sampler is a config key without an edit here.
+SampleConfig = dataclasses.make_dataclass(
+    "SampleConfig", [(o.name, o.type, o.default) for o in all_sampler_options().values()], bases=(SampleSettings,))
+SampleConfig.__module__ = __name__
+
+
+def sample_options(sample, where: str) -> dict:
+    """The options of `sample.sampler` from a SampleConfig, checked. Every config carries every option's field,
+    so another sampler's option is accepted at its default and refused at any other value."""
+    own = {o.name for o in SAMPLER_INFO[sample.sampler].options}
+    given = {k: getattr(sample, k) for k, o in all_sampler_options().items()
+             if k in own or getattr(sample, k) != o.default}
+    return check_sampler_options(sample.sampler, given, f"{where}: sample.")
+
+
 @dataclass
 class Config:
-    family: str = "ddpm"  # ddpm | ddgan | vdm | autoencoder (a latent model is one of the first three with latent.autoencoder)
+    family: str = "ddpm"  # a name in families.FAMILIES; latent.autoencoder makes any but autoencoder latent
     data: DataConfig = field(default_factory=DataConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -140,11 +159,9 @@ class Config:
     sample: SampleConfig = field(default_factory=SampleConfig)
 
 
-FAMILY_NAMES = ("ddpm", "ddgan", "vdm", "autoencoder")
-
-
 def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp))
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
 
 
 def _coerce(value, tp, key: str, where: str):
@@ -179,7 +196,7 @@ def _coerce(value, tp, key: str, where: str):
         return float(value)
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
         return value
-    if tp in (str, bool) and isinstance(value, tp):
+    if tp in (str, bool, dict) and isinstance(value, tp):
         return value
     raise TrilemmaError(f"{where}: {key} must be {_type_name(tp)}, got {value!r}")
 
@@ -189,7 +206,7 @@ def from_dict(cls, data: dict, where: str, prefix: str = ""):
     if not isinstance(data, dict):
         raise TrilemmaError(f"{where}: {prefix.rstrip('.') or 'the config'} must be a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
     kwargs = {}
     for key, value in data.items():
         if key not in names:
@@ -229,7 +246,7 @@ RANGES: dict[str, tuple] = {
     "train.seed": (0, 2**32 - 1), "train.log_every": POSITIVE, "train.sample_every": NON_NEGATIVE,
     "train.save_every": NON_NEGATIVE,
     "train.mixed_precision": ("no", "fp16", "bf16"), "train.tracker": ("none", "tensorboard"),
-    "sample.steps": POSITIVE, "sample.n": POSITIVE,  # sample.eta: samplers.check_sampler_options
+    "sample.steps": POSITIVE, "sample.n": POSITIVE,  # the sampler's options: `sample_options`
     "vdm.shape_loss": ("variance", "bound"), "autoencoder.recon": ("l1", "l2"),
     "model.prediction": ("eps", "v", "x0"),
     "schedule.num_timesteps": POSITIVE, "schedule.beta_start": (0.0, 0.999, "exclusive"), "schedule.beta_end": (0.0, 0.999, "exclusive"),
@@ -245,29 +262,35 @@ def _get(cfg, dotted: str):
     return cfg
 
 
-def validate(cfg: "Config", where: str) -> "Config":
-    """Check every value of a loaded config against `RANGES` and the cross-key rules (one line naming the
-    file and the key), so that nothing invalid reaches training or sampling."""
-    from .samplers import SAMPLERS, check_sampler_for_model, check_sampler_options
-    from .schedules import SCHEDULES, SPACINGS
-
-    def fail(msg):
-        raise TrilemmaError(f"{where}: {msg}")
-
-    if cfg.family not in FAMILY_NAMES:
-        fail(f"family {cfg.family!r} is not one of {', '.join(FAMILY_NAMES)}")
-    choices = {"sample.sampler": tuple(SAMPLERS), "sample.spacing": SPACINGS, "schedule.name": SCHEDULES}
-    for key, rule in {**RANGES, **choices}.items():
+def check_ranges(cfg, ranges: dict[str, tuple], where: str) -> None:
+    """Check the values of a config dataclass against a table like `RANGES` (dotted key -> (low, high[,
+    "exclusive"]) or a tuple of choices): the first one out of range is one line naming `where` and the key."""
+    for key, rule in ranges.items():
         v = _get(cfg, key)
         if rule and isinstance(rule[0], str):
             if v not in rule:
-                fail(f"{key} must be one of {', '.join(rule)}, got {v!r}")
+                raise TrilemmaError(f"{where}: {key} must be one of {', '.join(rule)}, got {v!r}")
             continue
         lo, hi, *exclusive = rule
         if (lo is not None and (v <= lo if exclusive else v < lo)) or (hi is not None and v > hi):
             bound = f"> {lo:g}" if exclusive else f">= {lo:g}"
             span = bound if hi is None else f"{bound} and <= {hi:g}"
-            fail(f"{key} must be {span}, got {v!r}")
+            raise TrilemmaError(f"{where}: {key} must be {span}, got {v!r}")
+
+
+def validate(cfg: "Config", where: str) -> "Config":
+    """Check every value of a loaded config against `RANGES` and the cross-key rules (one line naming the
+    file and the key), so that nothing invalid reaches training or sampling."""
+    from .families import FAMILIES
+    from .schedules import SCHEDULES, SPACINGS
+
+    def fail(msg):
+        raise TrilemmaError(f"{where}: {msg}")
+
+    if cfg.family not in FAMILIES:
+        fail(f"family {cfg.family!r} is not one of {', '.join(FAMILIES)}")
+    choices = {"sample.sampler": tuple(SAMPLER_INFO), "sample.spacing": SPACINGS, "schedule.name": SCHEDULES}
+    check_ranges(cfg, {**RANGES, **choices}, where)
     for key in POSITIVE_LISTS:
         v = _get(cfg, key)
         if not v or any(c < 1 for c in v):
@@ -286,9 +309,8 @@ def validate(cfg: "Config", where: str) -> "Config":
              f"gamma_max = {cfg.schedule.gamma_max:g}")
     if cfg.vdm.fourier_min > cfg.vdm.fourier_max:
         fail(f"vdm.fourier_min ({cfg.vdm.fourier_min}) must not exceed vdm.fourier_max ({cfg.vdm.fourier_max})")
-    check_sampler_for_model(cfg.sample.sampler, cfg.family == "ddgan", f"{where}: sample.")
-    # eta 0 is the default every sampler accepts; another value only where the sampler takes eta
-    check_sampler_options(cfg.sample.sampler, {"eta": cfg.sample.eta or None}, f"{where}: sample.")
+    check_sampler_for_model(cfg.sample.sampler, FAMILIES[cfg.family].draws_x0, f"{where}: sample.")
+    sample_options(cfg.sample, where)
     return cfg
 
 

@@ -1,4 +1,5 @@
-"""Datasets for trilemma: seeded 2-D toys, sklearn digits, Fashion-MNIST (IDX files) and image folders.
+"""Datasets for trilemma: seeded 2-D toys, sklearn digits, Fashion-MNIST (IDX files, read by `trilemma.idx`) and
+image folders.
 
 Every loader returns a `Dataset` whose `x` is float32 in the model's coordinates: images (N, C, H, W)
 in [-1, 1], toy points (N, 2) scaled to roughly unit variance per axis (or, with `unit_variance: false`, in
@@ -10,11 +11,8 @@ the toy's own coordinates). Bad user input (unknown names, missing or corrupt fi
 from __future__ import annotations
 
 import functools
-import gzip
 import math
 import os
-import struct
-import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,6 +20,9 @@ import numpy as np
 import torch
 
 from .errors import TrilemmaError
+# the IDX reader lives in its own module; its limits stay importable from here, where they were defined before
+from .idx import GZIP_MAX_RATIO, IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, IDX_MAX_ITEMS, read_idx  # noqa: F401
+from .paths import error_line
 
 DATASETS = ("toy2d", "digits", "fashion-mnist", "folder")
 TOYS = ("grid25", "ring8", "swissroll", "moons", "checkerboard")
@@ -66,15 +67,7 @@ FASHION_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
-IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC = 2051, 2049
 FASHION_IMAGE_SHAPE = (28, 28)
-# At most this many items per IDX file (Fashion-MNIST has 60,000): the header is checked against it before
-# any payload is read. A million 28x28 images are 784 MB as uint8 and 3.1 GB once converted to float32.
-IDX_MAX_ITEMS = 1_000_000
-GZIP_MAX_RATIO = 1032  # deflate's largest expansion (258 bytes per 2-bit match); bounds what a .gz can hold
-
-# Parsed IDX arrays keyed by (path, mtime_ns, size): repeated loads in one process skip gunzip and parsing.
-_IDX_CACHE: dict[tuple[str, int, int], np.ndarray] = {}
 
 
 @dataclass
@@ -269,90 +262,13 @@ def _find_idx(root: Path, name: str) -> Path:
     raise TrilemmaError(f"{root / name}: Fashion-MNIST file not found (nor {name.removesuffix('.gz')})")
 
 
-def _read_idx(path: Path, magic: int, item_shape: tuple[int, ...]) -> np.ndarray:
-    """Parse one IDX file (uint8 payload) into (n, *item_shape); cached by (path, mtime, size).
-
-    The header is read first from a streaming reader (gzip or plain) and checked (magic, per-item shape,
-    item count at most IDX_MAX_ITEMS, a payload the file can hold); then exactly the declared payload is
-    read, in chunks, so a crafted file costs no more memory than the data it really holds.
-    """
-    st = path.stat()
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
-    if key in _IDX_CACHE:
-        return _IDX_CACHE[key]
-    gz = path.suffix == ".gz"
-    try:
-        f = open(path, "rb")
-    except OSError as e:
-        raise TrilemmaError(f"{path}: cannot read ({e.strerror or type(e).__name__})") from None
-    with f:
-        try:
-            if gz:
-                if f.read(2) != b"\x1f\x8b":
-                    raise TrilemmaError(f"{path}: not a gzip file")
-                f.seek(0)
-                with gzip.GzipFile(fileobj=f, mode="rb") as stream:
-                    arr = _parse_idx(stream, path, st.st_size, magic, item_shape, gz)
-            else:
-                arr = _parse_idx(f, path, st.st_size, magic, item_shape, gz)
-        except (OSError, EOFError, zlib.error) as e:  # OSError includes gzip.BadGzipFile
-            if gz:
-                raise TrilemmaError(f"{path}: corrupt or truncated gzip data") from None
-            raise TrilemmaError(f"{path}: cannot read ({getattr(e, 'strerror', None) or type(e).__name__})") from None
-    _IDX_CACHE[key] = arr
-    return arr
-
-
-def _read_upto(stream, n: int) -> bytearray:
-    """At most n bytes from `stream`, fewer only at its end. Read in chunks into a growing buffer, so a
-    stream shorter than declared never makes us allocate (or hold twice) the declared size."""
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = stream.read(min(n - len(buf), 1 << 24))
-        if not chunk:
-            break
-        buf += chunk
-    return buf
-
-
-def _parse_idx(stream, path: Path, file_size: int, magic: int, item_shape: tuple[int, ...], gz: bool) -> np.ndarray:
-    """Check the header read from `stream`, then read exactly the payload it declares (see `_read_idx`)."""
-    ndim = 1 + len(item_shape)
-    header = 4 * (1 + ndim)
-    head = _read_upto(stream, header)
-    if len(head) < header:
-        raise TrilemmaError(f"{path}: truncated IDX header ({len(head)} bytes)")
-    found = struct.unpack(">I", head[:4])[0]
-    if found != magic:
-        raise TrilemmaError(f"{path}: wrong IDX magic number {found} (expected {magic})")
-    dims = struct.unpack(f">{ndim}I", head[4:header])
-    if dims[1:] != item_shape:
-        shape = "x".join(map(str, item_shape))
-        raise TrilemmaError(f"{path}: IDX items of shape {dims[1:]}, expected {shape} (Fashion-MNIST)")
-    if dims[0] > IDX_MAX_ITEMS:
-        raise TrilemmaError(f"{path}: IDX header declares {dims[0]} items, more than the {IDX_MAX_ITEMS:,} accepted")
-    expected = math.prod(dims)
-    # a plain file holds at most its size; deflate expands a byte into at most GZIP_MAX_RATIO bytes
-    capacity = file_size - header if not gz else GZIP_MAX_RATIO * file_size
-    if expected > capacity:
-        raise TrilemmaError(f"{path}: truncated data (a {file_size}-byte file cannot hold the {expected} payload bytes "
-                            f"declared for shape {dims})")
-    raw = _read_upto(stream, expected)
-    if len(raw) < expected:
-        raise TrilemmaError(f"{path}: truncated data ({len(raw)} of {expected} payload bytes for shape {dims})")
-    if stream.read(1):
-        raise TrilemmaError(f"{path}: unexpected trailing bytes after the {expected} payload bytes of shape {dims}")
-    # a writable buffer lets torch.from_numpy share it without a warning (the cache itself is never written)
-    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
-
-
 def _load_fashion_mnist(cfg: DataConfig, split: str) -> Dataset:
     """Fashion-MNIST from the four standard IDX files; pixels 0..255 -> [-1, 1]."""
     root = _fashion_root(cfg)
     img_name, lab_name = FASHION_FILES[split]
     img_path, lab_path = _find_idx(root, img_name), _find_idx(root, lab_name)
-    images = _read_idx(img_path, IDX_IMAGES_MAGIC, FASHION_IMAGE_SHAPE)
-    labels = _read_idx(lab_path, IDX_LABELS_MAGIC, ())
+    images = read_idx(img_path, IDX_IMAGES_MAGIC, FASHION_IMAGE_SHAPE)
+    labels = read_idx(lab_path, IDX_LABELS_MAGIC, ())
     if len(images) != len(labels):
         raise TrilemmaError(f"{img_path}: {len(images)} images but {lab_path} has {len(labels)} labels")
     if len(labels) and labels.max() > 9:
@@ -398,8 +314,7 @@ def _load_folder(cfg: DataConfig) -> Dataset:
                 im = im.crop((left, top, left + s, top + s)).resize((size, size), Image.Resampling.BICUBIC)
                 out[i] = np.asarray(im).reshape(size, size, cfg.channels)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise TrilemmaError(f"{p}: unreadable image ({reason})") from None
+            raise TrilemmaError(f"{p}: unreadable image ({error_line(e)})") from None
     x = torch.from_numpy(out).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1.0
     return Dataset(x=x.contiguous(), y=None, kind="images", name="folder")
 

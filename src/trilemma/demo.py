@@ -28,9 +28,9 @@ def shipped_checkpoint(name: str) -> Path:
 
 
 def demo_grid(checkpoints: dict[str, str | Path], num_samples: int = 2500, device: str | None = None) -> dict:
-    """The demo's bench grid from {shipped name: checkpoint directory}: DDPM ancestral 1000, DDIM 100/20/10/5
-    at eta 0 and 1, DPM-Solver++(2M) 20/10/5 (issue 3); DDGAN's ancestral sampler at T = 4 and at T = 1
-    (issue 4), one NFE per step. Later families add their rows here."""
+    """The demo's bench grid from {shipped name: checkpoint directory}: the DDPM toy on the ancestral sampler,
+    DDIM (eta 0 and 1) and DPM-Solver++(2M) at several step counts, and DDGAN's ancestral sampler at T = 4 and
+    at T = 1 (one NFE per step), one row per shipped checkpoint and sampler (`SHIPPED`)."""
     ddpm, ddgan, ddgan_t1 = (str(checkpoints[name]) for name in SHIPPED)
     return {
         "name": "trilemma demo: 25-Gaussian grid",

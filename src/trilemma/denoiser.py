@@ -15,7 +15,7 @@ from .schedules import Schedule, alpha_sigma
 PREDICTIONS = ("eps", "v", "x0")
 
 
-def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def append_dims(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """Per-sample scalars (B,) or () -> (B, 1, ..., 1) in like's dtype, for broadcasting."""
     v = v.to(device=like.device, dtype=like.dtype)
     if v.ndim == 0:
@@ -23,7 +23,7 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return v.reshape(-1, *([1] * (like.ndim - 1)))
 
 
-def _times(t, z: torch.Tensor) -> torch.Tensor:
+def batch_times(t, z: torch.Tensor) -> torch.Tensor:
     """A scalar or (B,) time -> (B,) float tensor on z's device."""
     if not torch.is_tensor(t):
         # Python floats keep their full precision (MPS has no float64)
@@ -55,8 +55,8 @@ def x0_from_output(prediction: str, z, out, alpha, sigma) -> torch.Tensor:
 
 def eps_from_x0(schedule: Schedule, z: torch.Tensor, x0: torch.Tensor, t) -> torch.Tensor:
     """eps_hat = (z_t - alpha_t x0_hat) / sigma_t: what samplers derive from the denoiser."""
-    a, s = alpha_sigma(schedule, _times(t, z))
-    return (z - _bcast(a, z) * x0) / _bcast(s, z)
+    a, s = alpha_sigma(schedule, batch_times(t, z))
+    return (z - append_dims(a, z) * x0) / append_dims(s, z)
 
 
 def net_time(schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
@@ -83,6 +83,11 @@ class PredictionDenoiser(nn.Module):
         self.net, self.schedule, self.prediction = net, schedule, prediction
         self._level_cache: dict = {}
 
+    @property
+    def level_cache_size(self) -> int:
+        """Entries in the cache of (alpha_t, sigma_t, timestep) lookups."""
+        return len(self._level_cache)
+
     def _schedule_state(self) -> tuple:
         return tuple((id(p), p._version) for p in (*self.schedule.parameters(), *self.schedule.buffers()))
 
@@ -91,7 +96,7 @@ class PredictionDenoiser(nn.Module):
         key = (t, z.shape[0], z.device, self._schedule_state())
         hit = self._level_cache.get(key)
         if hit is None:
-            tt = _times(t, z)  # (B,)
+            tt = batch_times(t, z)  # (B,)
             a, s = alpha_sigma(self.schedule, tt[:1])
             hit = (a.item(), s.item(), self.net_time(tt))
             if len(self._level_cache) >= self._CACHE_SIZE:
@@ -104,27 +109,43 @@ class PredictionDenoiser(nn.Module):
 
     def predict(self, z: torch.Tensor, t) -> torch.Tensor:
         """The raw network output (eps, v or x0) at (z_t, t)."""
-        return self.net(z, self.net_time(_times(t, z)))
+        return self.net(z, self.net_time(batch_times(t, z)))
 
     def forward(self, z: torch.Tensor, t) -> torch.Tensor:
         if isinstance(t, (float, int)) and not torch.is_grad_enabled():
             a, s, net_t = self._scalar_levels(float(t), z)
             return x0_from_output(self.prediction, z, self.net(z, net_t), a, s)
-        t = _times(t, z)
+        t = batch_times(t, z)
         a, s = alpha_sigma(self.schedule, t)
-        return x0_from_output(self.prediction, z, self.predict(z, t), _bcast(a, z), _bcast(s, z))
+        return x0_from_output(self.prediction, z, self.predict(z, t), append_dims(a, z), append_dims(s, z))
 
 
-def seed_latents(denoiser: nn.Module, generator: torch.Generator | None) -> None:
-    """Point every latent-drawing denoiser inside `denoiser` (e.g. DDGAN's generator, whose latent z
-    is drawn on each call) at `generator`, so a sampling run is reproducible under one seed."""
+class StochasticDenoiser(nn.Module):
+    """A denoiser that draws x0 at random rather than estimating E[x | z_t]: it draws a fresh latent on every
+    call (DDGAN's generator G(x_t, z, t)) from `latent_generator`, which `seed_latents` points at the run's
+    noise. Its eps_hat is not a score, so samplers that need one (`samplers.SamplerInfo.needs_score`) refuse it."""
+
+    def __init__(self):
+        super().__init__()
+        self.latent_generator = None  # a torch.Generator or noise.SampleNoise; None: torch's global RNG
+
+
+def draws_x0(denoiser: nn.Module) -> bool:
+    """Whether `denoiser` (or a denoiser it wraps, e.g. under `CountNFE`) draws x0 at random."""
+    return any(isinstance(m, StochasticDenoiser) for m in denoiser.modules())
+
+
+def seed_latents(denoiser: nn.Module, generator) -> None:
+    """Point every `StochasticDenoiser` inside `denoiser` at `generator`, so a sampling run is reproducible
+    under one seed (None detaches it again)."""
     for m in denoiser.modules():
-        if hasattr(m, "latent_generator"):
+        if isinstance(m, StochasticDenoiser):
             m.latent_generator = generator
 
 
 class CountNFE(nn.Module):
-    """Counts network function evaluations: samplers never count their own (DESIGN.md)."""
+    """Counts network function evaluations: samplers never count their own, so NFE is measured the same way
+    for every sampler by wrapping the denoiser they are given."""
 
     def __init__(self, denoiser: nn.Module):
         super().__init__()

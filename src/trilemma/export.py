@@ -70,7 +70,7 @@ def export_autoencoder(ck: Checkpoint, out: str | Path) -> Path:
     """Write `out/` loadable by `diffusers.AutoencoderKL.from_pretrained(out)`, with `scaling_factor` set to the
     checkpoint's latent scale. diffusers has no padding step: the exported model takes images already padded by
     `autoencoder.pad` pixels of -1 on every side (Fashion-MNIST: 32x32) and returns them padded."""
-    from .families import autoencoder_from_checkpoint
+    from .loading import autoencoder_from_checkpoint
 
     out = Path(out)
     if out.exists() and any(out.iterdir()):

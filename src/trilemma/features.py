@@ -15,7 +15,6 @@ TF-compatible Inception-v3 (`pip install trilemma[inception]`); a local copy of 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import math
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import TrilemmaError
+from .paths import atomic_write, error_line, read_safetensors, sha256_file
 
 __all__ = [
     "FeatureNet",
@@ -46,6 +46,7 @@ __all__ = [
     "extract_features",
     "train_feature_net",
     "file_sha256",
+    "asset_path",
     "inception_state_dict",
 ]
 
@@ -210,12 +211,9 @@ def _fidelity_inception(weights_path: str | None):
 
 
 def _first_line(e: BaseException) -> str:
-    """A one-line reason for exception `e` (torch's weights-only refusal: the unpickler's own line)."""
-    text = str(e)
-    if "WeightsUnpickler error:" in text:
-        text = text.split("WeightsUnpickler error:", 1)[1]
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    return (lines[0] if lines else type(e).__name__)[:300]
+    """A one-line reason for exception `e` (torch's weights-only refusal: the unpickler's own line, not the
+    preamble above it)."""
+    return error_line(e, str(e).split("WeightsUnpickler error:", 1)[-1])
 
 
 def _plain_state_dict(obj, where: str) -> dict[str, torch.Tensor]:
@@ -237,7 +235,7 @@ def inception_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             "st.save_file(torch.load('IN.pth', weights_only=True), 'OUT.safetensors')\"")
     if not p.is_file():
         raise TrilemmaError(f"{p}: Inception weights file not found")
-    return _plain_state_dict(_read_safetensors(p)[0], str(p))
+    return _plain_state_dict(read_safetensors(p)[0], str(p))
 
 
 def _download_inception_state(url: str | None) -> dict[str, torch.Tensor]:
@@ -258,31 +256,18 @@ def _download_inception_state(url: str | None) -> dict[str, torch.Tensor]:
 
 
 def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """The hex SHA-256 of the file at `path`, what FeatureNetSpec.sha256 pins."""
+    return sha256_file(path).hexdigest()
 
 
-def _asset(name: str) -> Path:
+def asset_path(name: str) -> Path:
+    """The path of file `name` shipped in trilemma/assets (e.g. a FeatureNetSpec.file)."""
     return Path(str(resources.files("trilemma") / "assets" / name))
-
-
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, metadata) of a safetensors file on the CPU; an unreadable file is a one-line error naming it."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
-    except Exception as e:  # safetensors' error type varies by version
-        raise TrilemmaError(f"{path}: not a readable safetensors file ({_first_line(e)})") from None
 
 
 def _load_net_file(path: Path) -> FeatureNet:
     """A FeatureNet from a safetensors file whose metadata holds its FeatureNetConfig as JSON."""
-    state, meta = _read_safetensors(path)
+    state, meta = read_safetensors(path)
     if meta.get("format") != "trilemma-featnet":
         raise TrilemmaError(f"{path}: not a trilemma feature network (format field missing or wrong)")
     net = FeatureNet(FeatureNetConfig(**json.loads(meta["config"])))
@@ -296,7 +281,7 @@ def load_feature_net(name: str, path: str | Path | None = None, sha256: str | No
     if name not in FEATURE_NETS:
         raise TrilemmaError(f"no feature network for {name!r}; shipped: {', '.join(FEATURE_NETS)}")
     spec = FEATURE_NETS[name]
-    p = Path(path) if path is not None else _asset(spec.file)
+    p = Path(path) if path is not None else asset_path(spec.file)
     if not p.is_file():
         raise TrilemmaError(f"{p}: feature network file not found (train it with `{spec.command}`)")
     expected = spec.sha256 if sha256 is None else sha256
@@ -418,10 +403,9 @@ def train_feature_net(
     acc = accuracy(net, test.x, test.y)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
     meta = {"format": "trilemma-featnet", "dataset": dataset, "config": json.dumps(asdict(net_cfg)),
             "train": json.dumps(asdict(train_cfg)), "test_accuracy": f"{acc:.4f}"}
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp), metadata=meta)
-    tmp.replace(out)
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    atomic_write(out, lambda tmp: save_file(state, str(tmp), metadata=meta))
     return {"dataset": dataset, "test_accuracy": acc, "sha256": file_sha256(out), "seconds": time.perf_counter() - t0,
             "parameters": sum(p.numel() for p in net.parameters()), "path": str(out)}

@@ -4,15 +4,21 @@ A run directory (`trilemma train --out DIR`) holds `checkpoint/`, `samples/`, `c
 files: `.trilemma-run` (it marks DIR as a run directory that train created) and `.lock`, which the training
 process holds for its lifetime (an advisory `flock`, released by the kernel however the process ends), so a
 second writer is refused and a lock left by a killed process is taken over with one line saying so.
+
+It also holds the file primitives every writer and reader shares, so each is written once: `atomic_write`
+(temporary sibling, fsync, rename), `fsync_file` / `fsync_dir`, `sha256_file`, and `read_safetensors` with
+its one-line error (`error_line`).
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from .errors import TrilemmaError
 
@@ -22,17 +28,85 @@ LOCK_NAME = ".lock"
 CHECKPOINT_FORMAT = "trilemma-checkpoint"  # the format field of a checkpoint's config.json (checkpoint.FORMAT)
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` through a temporary sibling and a rename: readers see the old or the new file."""
+def temp_sibling(path: str | Path, kind: str = "tmp") -> Path:
+    """`.NAME.KIND-PID` beside `path`: where this process writes (`tmp`) or sets aside (`old`) the file or
+    directory `path` before a rename. Hidden, in the same directory (a rename never crosses filesystems),
+    and named after the pid so two processes never share one (checkpoint.write_leftovers parses it)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    return path.with_name(f".{path.name}.{kind}-{os.getpid()}")
+
+
+def fsync_file(path: str | Path) -> None:
+    """Flush the file at `path` to disk, so a rename that publishes it never publishes a hole."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename in `path` durable (no-op where directories cannot be opened, e.g. Windows)."""
     try:
-        tmp.write_text(text)
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Write the file `path` atomically: `write(tmp)` writes it at a `temp_sibling`, which is fsynced and
+    renamed over `path`, so readers see the old or the new file, never a part; on any failure the temporary
+    file is removed and `path` is untouched."""
+    path = Path(path)
+    tmp = temp_sibling(path)
+    try:
+        write(tmp)
+        fsync_file(tmp)
         os.replace(tmp, path)
+        fsync_dir(path.parent)
     finally:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """`atomic_write` of `text`."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def sha256_file(path: str | Path, into: Any = None) -> Any:
+    """`into` (a hashlib object; a fresh SHA-256 when None) updated with the bytes of the file at `path`, read
+    in 1 MiB blocks so a large file is never held in memory. The hash object is returned, not its digest, so a
+    caller can hash more after the file: `sha256_file(p).hexdigest()` is the file's own SHA-256."""
+    h = hashlib.sha256() if into is None else into
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h
+
+
+def error_line(e: BaseException, text: str | None = None) -> str:
+    """A one-line reason for exception `e`: the first non-blank line of `text` (default `str(e)`), at most
+    300 characters, else the exception's type name (messages of libraries such as safetensors and PIL can span
+    lines, and every TrilemmaError is one line)."""
+    lines = [ln.strip() for ln in (str(e) if text is None else text).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:300]
+
+
+def read_safetensors(path: str | Path) -> tuple[dict, dict[str, str]]:
+    """(tensors on the CPU by name, metadata) of a safetensors file; an unreadable file is a one-line
+    TrilemmaError naming it. safetensors (and torch with it) is imported here, only by callers that read one."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+    except Exception as e:  # safetensors raises its own (version-dependent) error types for a bad file
+        raise TrilemmaError(f"{path}: not a readable safetensors file ({error_line(e)})") from None
 
 
 def is_checkpoint_dir(path: Path) -> bool:

@@ -167,6 +167,102 @@ def _place_numbers(ax, xs, ys, numbers, fontsize: float = 8) -> list:
     return texts
 
 
+def _pareto_rows(summary: dict) -> tuple[list, float | None]:
+    """The rows to plot as (number, row) pairs, numbered among the non-floor rows (a row without a
+    quality score keeps its number but is left out), and the floor's (the data row's) quality or None."""
+    q = summary["quality_metric"]
+    numbered = [(i + 1, r) for i, r in enumerate(r for r in summary["rows"] if not r.get("floor"))]
+    numbered = [(n, r) for n, r in numbered if r.get(q) is not None]
+    floor = next((r for r in summary["rows"] if r.get("floor")), None)
+    return numbered, floor.get(q) if floor is not None else None
+
+
+def _pareto_layout(key_cols: int):
+    """A figure with two plot panels and, to their right, an empty axes for the key (`key_cols` columns
+    wide): (fig, [nfe axes, seconds axes], key axes)."""
+    import matplotlib.pyplot as plt
+
+    key_width = 2.8 * key_cols
+    fig = plt.figure(figsize=(11.5 + key_width, 5.0), dpi=110, layout="constrained")
+    gs = fig.add_gridspec(1, 3, width_ratios=[1, 1, key_width / 5.2])
+    axes = [fig.add_subplot(gs[0]), fig.add_subplot(gs[1])]
+    key_ax = fig.add_subplot(gs[2])
+    key_ax.set_axis_off()
+    return fig, axes, key_ax
+
+
+def _diversity_colours(rows: list, d: str | None) -> list | None:
+    """Each row's diversity score (NaN where missing) to colour its point by, or None when there is no
+    diversity metric or no row has a score."""
+    cvals = [r.get(d) for r in rows] if d else None
+    has_c = bool(d) and any(v is not None for v in cvals)
+    return [np.nan if v is None else v for v in cvals] if has_c else None
+
+
+def _pareto_front(xs: np.ndarray, ys: np.ndarray, lower: bool) -> list:
+    """Indices of the points no other point beats on both cost (x) and quality (y), in order of x."""
+    front, best = [], math.inf if lower else -math.inf
+    for i in np.argsort(xs, kind="stable"):
+        if (ys[i] < best) if lower else (ys[i] > best):
+            best = ys[i]
+            front.append(i)
+    return front
+
+
+def _draw_pareto_panel(ax, xs: np.ndarray, ys: np.ndarray, cvals: list | None, floor_q: float | None,
+                       lower: bool):
+    """One panel: the points (coloured by `cvals` if given), the Pareto front, the floor line, y limits
+    that keep the floor off the frame and a log x axis with room for the numbers. Returns the scatter."""
+    colour = dict(c=cvals, cmap="viridis") if cvals is not None else dict(c="tab:blue")
+    sc = ax.scatter(xs, ys, s=60, edgecolors="k", zorder=3, **colour)
+    front = _pareto_front(xs, ys, lower)
+    if front:
+        ax.step(xs[front], ys[front], where="post", color="tab:red", alpha=0.5, zorder=2)
+    if floor_q is not None:
+        ax.axhline(floor_q, color="0.4", ls="--", zorder=1)
+    span = list(ys) + ([floor_q] if floor_q is not None else [])
+    if span:
+        ylo, yhi = min(span), max(span)
+        pad = 0.08 * (yhi - ylo or 1.0)
+        ax.set_ylim(ylo - pad, yhi + pad)  # keeps the floor line off the frame
+    ax.set_xscale("log")
+    if len(xs):
+        lo, hi = float(xs.min()), float(xs.max())
+        ax.set_xlim(lo / 10 ** 0.15, hi * 10 ** 0.15)  # room for the numbers beside the extreme points
+        _plain_log_axis(ax.xaxis, *ax.get_xlim())
+    return sc
+
+
+def _label_pareto_panel(ax, xlabel: str, ylabel: str, lower: bool) -> None:
+    """Axis labels (the y label says which way is better) and major/minor grid lines."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel + (" (lower is better)" if lower else " (higher is better)"))
+    ax.grid(alpha=0.3, which="major")
+    ax.grid(alpha=0.12, which="minor")
+
+
+def _write_key(key_ax, key: list, key_cols: int) -> list:
+    """The key's lines in `key_cols` monospace columns from the top of `key_ax`; returns the texts."""
+    per_col = math.ceil(len(key) / key_cols) if key else 1
+    return [key_ax.text(c / key_cols, 1.0, "\n".join(key[c * per_col:(c + 1) * per_col]), va="top", ha="left",
+                        transform=key_ax.transAxes, fontsize=8, family="monospace", linespacing=1.5)
+            for c in range(key_cols)]
+
+
+def _add_line_legend(key_ax, key_texts: list, has_floor: bool) -> None:
+    """The legend of the Pareto front and floor lines, just below the key (call once the layout is fixed)."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color="tab:red", alpha=0.5, label="Pareto front")]
+    if has_floor:
+        handles.append(Line2D([], [], color="0.4", ls="--", label="data (train vs test)"))
+    renderer = key_ax.figure.canvas.get_renderer()
+    bottom = min((t.get_window_extent(renderer).y0 for t in key_texts), default=key_ax.bbox.y1)
+    y = key_ax.transAxes.inverted().transform((0, bottom))[1] - 0.02
+    key_ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, y), fontsize=8, frameon=False,
+                  borderaxespad=0, borderpad=0)
+
+
 def pareto_figure(summary: dict, sampler_names: dict, headers: dict):
     """The figure of `pareto_plot` (not saved, not closed): two panels, quality against NFE and against
     seconds (log x), colour = diversity with a colour bar, the floor (the data row) as a dashed line and
@@ -175,75 +271,29 @@ def pareto_figure(summary: dict, sampler_names: dict, headers: dict):
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
 
     q, d, lower = summary["quality_metric"], summary["diversity_metric"], summary["lower_is_better"]
-    numbered = [(i + 1, r) for i, r in enumerate(r for r in summary["rows"] if not r.get("floor"))]
-    numbered = [(n, r) for n, r in numbered if r.get(q) is not None]
+    numbered, floor_q = _pareto_rows(summary)
     rows = [r for _, r in numbered]
-    floor = next((r for r in summary["rows"] if r.get("floor")), None)
-    floor_q = floor.get(q) if floor is not None else None
     key = [f"{n:>2}  {pareto_row_name(r, sampler_names)}" for n, r in numbered]
     key_cols = max(1, math.ceil(len(key) / 24))
-    key_width = 2.8 * key_cols
-    fig = plt.figure(figsize=(11.5 + key_width, 5.0), dpi=110, layout="constrained")
-    gs = fig.add_gridspec(1, 3, width_ratios=[1, 1, key_width / 5.2])
-    axes = [fig.add_subplot(gs[0]), fig.add_subplot(gs[1])]
-    key_ax = fig.add_subplot(gs[2])
-    key_ax.set_axis_off()
-    cvals = [r.get(d) for r in rows] if d else None
-    has_c = bool(d) and any(v is not None for v in cvals)
-    cvals = [np.nan if v is None else v for v in cvals] if has_c else None
+    fig, axes, key_ax = _pareto_layout(key_cols)
+    cvals = _diversity_colours(rows, d)
     ys = np.array([r[q] for r in rows], dtype=float)
     panels = []
     for ax, xkey, xlabel in ((axes[0], "nfe", "network evaluations (NFE)"),
                              (axes[1], "seconds", f"seconds for {summary['num_samples']} samples")):
         xs = np.array([max(r[xkey], 1e-6) for r in rows], dtype=float)
-        colour = dict(c=cvals, cmap="viridis") if has_c else dict(c="tab:blue")
-        sc = ax.scatter(xs, ys, s=60, edgecolors="k", zorder=3, **colour)
-        order = np.argsort(xs, kind="stable")
-        front, best = [], math.inf if lower else -math.inf
-        for i in order:
-            if (ys[i] < best) if lower else (ys[i] > best):
-                best = ys[i]
-                front.append(i)
-        if front:
-            ax.step(xs[front], ys[front], where="post", color="tab:red", alpha=0.5, zorder=2)
-        if floor_q is not None:
-            ax.axhline(floor_q, color="0.4", ls="--", zorder=1)
-        span = list(ys) + ([floor_q] if floor_q is not None else [])
-        if span:
-            ylo, yhi = min(span), max(span)
-            pad = 0.08 * (yhi - ylo or 1.0)
-            ax.set_ylim(ylo - pad, yhi + pad)  # keeps the floor line off the frame
-        ax.set_xscale("log")
-        if len(xs):
-            lo, hi = float(xs.min()), float(xs.max())
-            ax.set_xlim(lo / 10 ** 0.15, hi * 10 ** 0.15)  # room for the numbers beside the extreme points
-            _plain_log_axis(ax.xaxis, *ax.get_xlim())
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(headers.get(q, q) + (" (lower is better)" if lower else " (higher is better)"))
-        ax.grid(alpha=0.3, which="major")
-        ax.grid(alpha=0.12, which="minor")
+        sc = _draw_pareto_panel(ax, xs, ys, cvals, floor_q, lower)
+        _label_pareto_panel(ax, xlabel, headers.get(q, q), lower)
         panels.append((ax, xs))
-    if has_c:
+    if cvals is not None:
         fig.colorbar(sc, ax=axes[1], label=headers.get(d, d), pad=0.02)
-    handles = [Line2D([], [], color="tab:red", alpha=0.5, label="Pareto front")]
-    if floor_q is not None:
-        handles.append(Line2D([], [], color="0.4", ls="--", label="data (train vs test)"))
-    per_col = math.ceil(len(key) / key_cols) if key else 1
-    key_texts = [key_ax.text(c / key_cols, 1.0, "\n".join(key[c * per_col:(c + 1) * per_col]), va="top", ha="left",
-                             transform=key_ax.transAxes, fontsize=8, family="monospace", linespacing=1.5)
-                 for c in range(key_cols)]
+    key_texts = _write_key(key_ax, key, key_cols)
     fig.suptitle(f"{summary['name']}: speed against quality ({summary['dataset']})")
     fig.canvas.draw()  # run the layout once, then freeze it so the numbers are placed on the final axes
     fig.set_layout_engine("none")
-    renderer = fig.canvas.get_renderer()
-    bottom = min((t.get_window_extent(renderer).y0 for t in key_texts), default=key_ax.bbox.y1)
-    y = key_ax.transAxes.inverted().transform((0, bottom))[1] - 0.02
-    key_ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(0, y), fontsize=8, frameon=False,
-                  borderaxespad=0, borderpad=0)
+    _add_line_legend(key_ax, key_texts, floor_q is not None)
     for ax, xs in panels:
         _place_numbers(ax, xs, ys, [n for n, _ in numbered])
     return fig

@@ -5,18 +5,27 @@ callback=None, **options)`, where `ts` is a decreasing grid t_N > ... > t_0 = 0 
 `schedules.time_grid`); step skipping is just a shorter `ts`. The denoiser maps (z_t, t) to
 x0_hat; eps_hat is derived through the schedule. NFE is counted by `denoiser.CountNFE`.
 Noise levels are computed once per call in float64, outside the loop.
+
+A sampler's options are declared once, in its signature: `eta: Annotated[float, Option(...)] = 0.0`.
+`SAMPLER_INFO` registers the samplers by name; the CLI flags (`--eta`), the config keys (`sample.eta`),
+the bench grid keys and every range check derive from these two places (`sampler_options`).
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
-from typing import Callable
+import typing
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable
 
-import numpy as np
 import torch
 
+from .denoiser import draws_x0, seed_latents
 from .errors import TrilemmaError
-from .schedules import Schedule, alpha_sigma_of, posterior
+from .noise import SampleNoise, initial_noise, randn, randn_like  # noqa: F401  (randn: public here too)
+from .schedules import Schedule, alpha_sigma_of, posterior, time_grid
 
 __all__ = [
     "sample_ancestral",
@@ -27,6 +36,13 @@ __all__ = [
     "slerp",
     "ddim_interpolate",
     "SAMPLERS",
+    "SAMPLER_INFO",
+    "Option",
+    "SamplerOption",
+    "SamplerInfo",
+    "sampler_options",
+    "all_sampler_options",
+    "check_sampler_options",
     "SampleNoise",
     "default_spacing",
     "generate",
@@ -37,71 +53,83 @@ Callback = Callable[[dict], None] | None
 LANGEVIN_STEP_SIZE = 0.5  # eta = 0.5 sigma_t^2: stable (ULA needs eta < 2 sigma_t^2 at most), mixes in a few steps
 
 
-class SampleNoise:
-    """Per-sample noise (EDM's StackedRandomGenerator, Karras et al. 2022): row k of every draw comes from
-    sample `first + k`'s own generator, a NumPy PCG64 seeded by SeedSequence((seed, first + k, d)) (full-width
-    seeds: torch's CPU generator keeps only 32 bits of a seed, which makes equal streams likely among tens of
-    thousands of samples). A sample's noise (x_T, every step's noise, a DDGAN latent) therefore depends only on
-    (seed, sample index), never on the batch it is drawn in, the number of processes or the device. x_T is each
-    sample's first draw; `skip` passes over it when x_T is given.
+@dataclass(frozen=True)
+class Option:
+    """The rule of a sampler option, declared in the sampler's signature as `Annotated[type, Option(...)]`.
 
-    Each per-sample draw size d has its own stream, drawn in blocks of max(1, block // d) draws per sample, so
-    a 2-D toy's thousands of samples do not pay a Python call per sample and step; the block depends only on d,
-    so the numbers a sample receives do not depend on the batch either. Nothing is drawn before it is needed:
-    a deterministic sampler started from a given x_T costs nothing here."""
+    `low` / `high` bound the value (`above`: strictly above `low`); `tag` names the value in bench row keys
+    (`eta` gives "-eta0.5"); `help` is the CLI's help text and the config's documentation."""
 
-    def __init__(self, seed: int, first: int, n: int, block: int = 256):
-        if not 0 <= seed < 2**63:
-            raise TrilemmaError(f"seed must be in [0, 2^63), got {seed}")
-        self.seed, self.first, self.n, self.block = seed, first, n, block
-        self._streams: dict[int, dict] = {}  # per-sample size d -> generators, current block, draws taken
-
-    def _take(self, d: int, materialise: bool = True) -> torch.Tensor | None:
-        st = self._streams.setdefault(d, {"gens": None, "buf": None, "taken": 0})
-        m = max(1, self.block // d)  # draws per block, a function of d only
-        i = st["taken"]
-        st["taken"] += 1
-        if not materialise and st["buf"] is None and i < m:
-            return None  # a skip inside the first block: drawn (and passed over) if a later draw needs the block
-        if st["gens"] is None:
-            st["gens"] = [np.random.Generator(np.random.PCG64(np.random.SeedSequence((self.seed, self.first + k, d))))
-                          for k in range(self.n)]
-        while st["buf"] is None or i >= st["start"] + m:  # next block (skipped draws are drawn and passed over)
-            buf = np.empty((self.n, m * d), dtype=np.float32)
-            for k, g in enumerate(st["gens"]):
-                g.standard_normal(out=buf[k], dtype=np.float32)
-            st["start"] = 0 if st["buf"] is None else st["start"] + m
-            st["buf"] = torch.from_numpy(buf)
-        j = i - st["start"]
-        return st["buf"][:, j * d : (j + 1) * d]
-
-    def randn(self, shape, device=None, dtype=torch.float32) -> torch.Tensor:
-        """Standard normal noise of `shape` = (n, ...), row k from sample first + k."""
-        shape = tuple(shape)
-        if shape[0] != self.n:
-            raise ValueError(f"SampleNoise holds {self.n} samples, asked for {shape[0]}")
-        return self._take(math.prod(shape[1:])).reshape(shape).to(device=device, dtype=dtype)
-
-    def skip(self, shape) -> None:
-        """Pass over one draw of `shape` (x_T when it is given rather than drawn)."""
-        self._take(math.prod(tuple(shape)[1:]), materialise=False)
+    help: str
+    low: float | None = None
+    high: float | None = None
+    above: bool = False
+    tag: str = ""
 
 
-Generator = torch.Generator | SampleNoise | None
+@dataclass(frozen=True)
+class SamplerOption:
+    """One option as the rest of the library sees it: name, type (int, float or bool), default and rule."""
+
+    name: str
+    type: type
+    default: Any
+    rule: Option
+
+    @property
+    def flag(self) -> str:
+        """Its command-line flag."""
+        return "--" + self.name.replace("_", "-")
+
+    def describe(self) -> str:
+        """The allowed values in words, e.g. "a number in [0, 1]"."""
+        r, what = self.rule, {int: "an integer", float: "a number", bool: "true or false"}[self.type]
+        if r.low is not None and r.high is not None:
+            return f"{what} in {'(' if r.above else '['}{r.low:g}, {r.high:g}]"
+        if r.low is not None:
+            return f"{what} {'>' if r.above else '>='} {r.low:g}"
+        return what
+
+    def accepts(self, v) -> bool:
+        if isinstance(v, bool) != (self.type is bool):
+            return False
+        if self.type is bool:
+            return True
+        if not isinstance(v, int if self.type is int else (int, float)) or not math.isfinite(v):
+            return False
+        r = self.rule
+        return ((r.low is None or (v > r.low if r.above else v >= r.low)) and (r.high is None or v <= r.high))
+
+    def key_part(self, v) -> str:
+        """This option's part of a bench row key."""
+        return f"-{self.rule.tag or self.name}{v:g}" if self.type is not bool else (f"-{self.rule.tag}" if v else "")
 
 
-def randn(shape, generator: Generator, device=None, dtype=torch.float32) -> torch.Tensor:
-    """Standard normal noise on `device`, drawn on the generator's device (so a CPU generator gives
-    the same numbers whatever device the result lives on); a `SampleNoise` draws each row from its sample."""
-    if isinstance(generator, SampleNoise):
-        return generator.randn(shape, device, dtype)
-    draw_on = generator.device if generator is not None else device
-    return torch.randn(tuple(shape), generator=generator, device=draw_on, dtype=dtype).to(device)
+def sampler_options(fn: Callable) -> tuple[SamplerOption, ...]:
+    """The options a sampler function declares: its keyword-only parameters annotated with an `Option`."""
+    hints = typing.get_type_hints(fn, include_extras=True)
+    out = []
+    for name, p in inspect.signature(fn).parameters.items():
+        hint = hints.get(name)
+        if p.kind is p.KEYWORD_ONLY and typing.get_origin(hint) is Annotated:
+            base, *extra = typing.get_args(hint)
+            rules = [e for e in extra if isinstance(e, Option)]
+            if rules:
+                out.append(SamplerOption(name, base, p.default, rules[0]))
+    return tuple(out)
 
 
-def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Standard normal noise shaped like x (see `randn`)."""
-    return randn(x.shape, generator, x.device, x.dtype)
+def checked(fn: Callable) -> Callable:
+    """Check the options of every call of a sampler (a direct call too) against their declared rules."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        for o in sampler_options(fn):
+            if o.name in kwargs and not o.accepts(kwargs[o.name]):
+                raise ValueError(f"{o.name} must be {o.describe()}, got {kwargs[o.name]!r}")
+        return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _levels(schedule: Schedule, ts) -> tuple[list[float], list[float], list[float]]:
@@ -113,7 +141,8 @@ def _levels(schedule: Schedule, ts) -> tuple[list[float], list[float], list[floa
     return a.tolist(), s.tolist(), g.tolist()
 
 
-def _times(ts) -> list[float]:
+def _grid_list(ts) -> list[float]:
+    """A time grid as Python floats (float64)."""
     return torch.as_tensor(ts, dtype=torch.float64).tolist()
 
 
@@ -123,7 +152,7 @@ def sample_ancestral(denoiser, schedule: Schedule, x, ts, *, generator=None, cal
 
     With a DDGAN generator as the denoiser this is the DDGAN sampler (Xiao et al. 2022, eq. 9).
     """
-    t_list = _times(ts)
+    t_list = _grid_list(ts)
     c_z, c_x, var = posterior(schedule, torch.tensor(t_list[:-1], dtype=torch.float64), torch.tensor(t_list[1:], dtype=torch.float64))
     c_z, c_x, std = c_z.tolist(), c_x.tolist(), var.clamp(min=0).sqrt().tolist()
     for i, (t, s) in enumerate(zip(t_list[:-1], t_list[1:])):
@@ -136,13 +165,15 @@ def sample_ancestral(denoiser, schedule: Schedule, x, ts, *, generator=None, cal
     return x
 
 
+@checked
 @torch.no_grad()
-def sample_ddim(denoiser, schedule: Schedule, x, ts, *, eta: float = 0.0, generator=None, callback: Callback = None):
+def sample_ddim(denoiser, schedule: Schedule, x, ts, *,
+                eta: Annotated[float, Option("noise scale: 0 deterministic, 1 the DDPM posterior variance",
+                                             low=0, high=1, tag="eta")] = 0.0,
+                generator=None, callback: Callback = None):
     """DDIM (Song, Meng, Ermon 2021, eq. 12 and 16): eta = 0 is deterministic, eta = 1 has the
     DDPM posterior variance."""
-    if not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be in [0, 1], got {eta}")
-    t_list = _times(ts)
+    t_list = _grid_list(ts)
     alpha, sigma, _ = _levels(schedule, t_list)
     for i, t in enumerate(t_list[:-1]):
         a_t, s_t, a_s, s_s = alpha[i], sigma[i], alpha[i + 1], sigma[i + 1]
@@ -167,7 +198,7 @@ def sample_ddim_inverse(denoiser, schedule: Schedule, x, ts, *, fixed_point_iter
     with eps = eps_hat(z_{t'}, t'); the usual inversion evaluates eps at the current point, and
     `fixed_point_iters` > 0 refines it by fixed-point iteration, which makes DDIM(eta = 0)
     sampling from the result reproduce x exactly when it converges."""
-    t_list = _times(ts)[::-1]  # 0 = t_0 < t_1 < ... < t_N
+    t_list = _grid_list(ts)[::-1]  # 0 = t_0 < t_1 < ... < t_N
     alpha, sigma, _ = _levels(schedule, t_list)
     for i, t_next in enumerate(t_list[1:]):
         a_t, s_t, a_n, s_n = alpha[i], sigma[i], alpha[i + 1], sigma[i + 1]
@@ -186,7 +217,7 @@ def sample_ddim_inverse(denoiser, schedule: Schedule, x, ts, *, fixed_point_iter
 def sample_dpmpp_2m(denoiser, schedule: Schedule, x, ts, *, generator=None, callback: Callback = None):
     """DPM-Solver++(2M), multistep second order in the data prediction (Lu et al. 2022, Alg. 2),
     first order on the first step and on the last step to sigma = 0 (as diffusers does)."""
-    t_list = _times(ts)
+    t_list = _grid_list(ts)
     alpha, sigma, gamma = _levels(schedule, t_list)
     lam = [-g / 2 for g in gamma]  # lambda = log(alpha / sigma) = -gamma / 2
     x0_prev, h_prev = None, None
@@ -207,8 +238,12 @@ def sample_dpmpp_2m(denoiser, schedule: Schedule, x, ts, *, generator=None, call
     return x
 
 
+@checked
 @torch.no_grad()
-def sample_langevin(denoiser, schedule: Schedule, x, ts, *, steps_per_level: int = 1, step_size: float = LANGEVIN_STEP_SIZE,
+def sample_langevin(denoiser, schedule: Schedule, x, ts, *,
+                    steps_per_level: Annotated[int, Option("updates per noise level", low=1, tag="x")] = 1,
+                    step_size: Annotated[float, Option("step eta = step_size * sigma_t^2", low=0, above=True,
+                                                       tag="h")] = LANGEVIN_STEP_SIZE,
                     denoise: bool = True, generator=None, callback: Callback = None):
     """Annealed Langevin dynamics (Song & Ermon 2019, Alg. 1) over the grid's noise levels t > 0: at each,
     `steps_per_level` updates z <- z + eta score(z) + sqrt(2 eta) eps with score(z) = -eps_hat(z, t) / sigma_t
@@ -218,9 +253,7 @@ def sample_langevin(denoiser, schedule: Schedule, x, ts, *, steps_per_level: int
     alpha_1 is small). The grid's t = 0 is not a level: with `denoise` the chain's end is mapped to x0_hat at the
     last level (one more evaluation, Tweedie's formula), otherwise it is returned as is. The score needs
     x0_hat = E[x | z_t]; a DDGAN generator draws a sample instead and is refused by `generate`."""
-    if steps_per_level < 1 or not step_size > 0:
-        raise ValueError(f"steps_per_level must be >= 1 and step_size > 0, got {steps_per_level}, {step_size}")
-    t_list = _times(ts)
+    t_list = _grid_list(ts)
     alpha, sigma, _ = _levels(schedule, t_list)
     levels = [i for i, t in enumerate(t_list) if t > 0]  # every grid time but t = 0 (sigma_0 > 0 for VDM)
     n = 0
@@ -240,43 +273,72 @@ def sample_langevin(denoiser, schedule: Schedule, x, ts, *, steps_per_level: int
     return x
 
 
-SAMPLERS = {
-    "ddpm": sample_ancestral,
-    "ancestral": sample_ancestral,
-    "ddim": sample_ddim,
-    "dpmpp": sample_dpmpp_2m,
-    "langevin": sample_langevin,
+@dataclass(frozen=True)
+class SamplerInfo:
+    """A registered sampler: its function (whose signature declares its options), its name in tables, the
+    time grid it uses unless told otherwise, and whether it needs eps_hat to be a score."""
+
+    fn: Callable
+    title: str
+    spacing: str = "leading"
+    needs_score: bool = False  # the score -eps_hat / sigma needs x0_hat = E[x | z_t] (`denoiser.StochasticDenoiser`)
+    extra_nfe: Callable[[int, dict], int] | None = None  # network evaluations beyond one per step, given the options
+
+    @property
+    def options(self) -> tuple[SamplerOption, ...]:
+        return sampler_options(self.fn)
+
+    def nfe(self, steps: int, options: dict) -> int:
+        """Network evaluations for a grid of `steps` steps."""
+        return steps if self.extra_nfe is None else steps + self.extra_nfe(steps, options)
+
+
+# The samplers by name: a new sampler is its function plus one line here. DPM-Solver's linspace grid (Lu et al.
+# 2022) for dpmpp; noise levels evenly spaced in log-SNR for langevin (the geometric sigmas of Song & Ermon 2019);
+# diffusers' leading grid for the others.
+SAMPLER_INFO: dict[str, SamplerInfo] = {
+    "ddpm": SamplerInfo(sample_ancestral, "DDPM ancestral"),
+    "ancestral": SamplerInfo(sample_ancestral, "ancestral"),
+    "ddim": SamplerInfo(sample_ddim, "DDIM"),
+    "dpmpp": SamplerInfo(sample_dpmpp_2m, "DPM-Solver++(2M)", spacing="linspace"),
+    "langevin": SamplerInfo(sample_langevin, "Langevin", spacing="logsnr", needs_score=True,
+                            extra_nfe=lambda steps, o: steps * (o["steps_per_level"] - 1) + 1),  # + the final denoise
 }
-SAMPLER_OPTIONS = {"ddim": ("eta",), "langevin": ("steps_per_level", "step_size")}  # options generate() passes on
-OPTION_DEFAULTS = {"eta": 0.0, "steps_per_level": 1, "step_size": LANGEVIN_STEP_SIZE}
+SAMPLERS = {name: info.fn for name, info in SAMPLER_INFO.items()}
 
 
-def check_sampler_options(sampler: str, given: dict, where: str, flag=lambda k: k) -> dict:
+def all_sampler_options() -> dict[str, SamplerOption]:
+    """Every option of every sampler by name (an option two samplers share is declared alike in both)."""
+    out: dict[str, SamplerOption] = {}
+    for info in SAMPLER_INFO.values():
+        for o in info.options:
+            if out.setdefault(o.name, o) != o:
+                raise TypeError(f"option {o.name} is declared differently by two samplers")
+    return out
+
+
+def check_sampler_options(sampler: str, given: dict, where: str, flag: Callable[[str], str] | None = None) -> dict:
     """The options of `sampler` from `given` (name -> value, None = not given), defaults filled in. An option
     the sampler does not take is refused, whatever its value, the same way for every sampler; values are
-    range-checked. `flag` names an option in messages (the CLI's --eta, a grid's eta)."""
-    own = SAMPLER_OPTIONS.get(sampler, ())
+    checked against their declared rules. `flag` names an option in messages (the CLI's --eta, a grid's eta)."""
+    flag = flag or (lambda k: k)
+    own = {o.name: o for o in SAMPLER_INFO[sampler].options}
     stray = [k for k, v in given.items() if v is not None and k not in own]
     if stray:
         takes = f"it takes {', '.join(flag(k) for k in own)}" if own else "it takes no options"
         raise TrilemmaError(f"{where}{', '.join(flag(k) for k in stray)}: not an option of sampler {sampler} ({takes})")
-    out = {k: OPTION_DEFAULTS[k] if given.get(k) is None else given[k] for k in own}
-    checks = {"eta": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v <= 1, "in [0, 1]"),
-              "steps_per_level": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
-              "step_size": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0,
-                            "a finite number > 0")}
-    for k, v in out.items():
-        ok, what = checks[k]
-        if not ok(v):
-            raise TrilemmaError(f"{where}{flag(k)} must be {what}, got {v!r}")
-    return {k: float(v) if k != "steps_per_level" else v for k, v in out.items()}
+    out = {}
+    for k, o in own.items():
+        v = o.default if given.get(k) is None else given[k]
+        if not o.accepts(v):
+            raise TrilemmaError(f"{where}{flag(k)} must be {o.describe()}, got {v!r}")
+        out[k] = o.type(v)
+    return out
 
 
 def default_spacing(sampler: str) -> str:
-    """The time grid a sampler uses unless told otherwise: DPM-Solver's linspace (Lu et al. 2022) for
-    dpmpp, noise levels evenly spaced in log-SNR for langevin (the geometric sigmas of Song & Ermon 2019),
-    diffusers' leading grid for the others."""
-    return {"dpmpp": "linspace", "langevin": "logsnr"}.get(sampler, "leading")
+    """The time grid a sampler uses unless told otherwise (`SamplerInfo.spacing`)."""
+    return SAMPLER_INFO[sampler].spacing
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, w: float) -> torch.Tensor:
@@ -299,19 +361,19 @@ def ddim_interpolate(denoiser, schedule: Schedule, x_a, x_b, ts, weights) -> tor
 
 
 def check_sampler_for_model(sampler: str, draws_x0: bool, where: str = "") -> None:
-    """The one rule on which model a sampler can serve: Langevin needs the score -eps_hat / sigma from
-    E[x | z_t], and a model that draws x0 at random (a DDGAN generator, `draws_x0`) has none. For configs and
-    grids that know the family; `check_sampler_supports` applies it to a denoiser."""
-    if sampler == "langevin" and draws_x0:
-        raise TrilemmaError(f"{where}sampler langevin needs the score -eps_hat / sigma from E[x | z_t]; a DDGAN "
+    """The one rule on which model a sampler can serve: a sampler that needs the score -eps_hat / sigma from
+    E[x | z_t] (langevin) cannot use a model that draws x0 at random (a DDGAN generator, `draws_x0`). For configs
+    and grids that know the family; `check_sampler_supports` applies it to a denoiser."""
+    if SAMPLER_INFO[sampler].needs_score and draws_x0:
+        raise TrilemmaError(f"{where}sampler {sampler} needs the score -eps_hat / sigma from E[x | z_t]; a DDGAN "
                             "generator draws x0 at random, so its eps_hat is not a score (use ddpm or ddim)")
 
 
 def check_sampler_supports(denoiser, sampler: str) -> None:
     """A one-line error for a sampler the denoiser cannot serve (`check_sampler_for_model`)."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    check_sampler_for_model(sampler, any(hasattr(m, "latent_generator") for m in denoiser.modules()))
+    if sampler not in SAMPLER_INFO:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLER_INFO)}")
+    check_sampler_for_model(sampler, draws_x0(denoiser))
 
 
 def generate(
@@ -321,24 +383,20 @@ def generate(
     *,
     sampler: str = "ddim",
     steps: int = 50,
-    eta: float = 0.0,
     spacing: str = "leading",
     seed: int = 0,
     noise: torch.Tensor | None = None,
     device=None,
     callback: Callback = None,
-    steps_per_level: int = 1,
-    step_size: float = LANGEVIN_STEP_SIZE,
     first_index: int = 0,
+    **options,
 ) -> torch.Tensor:
     """Draw samples first_index .. first_index + n - 1 of a run: x_T from `noise` (then n = len(noise)) or from
-    each sample's own noise stream (`SampleNoise`), then the named sampler on `time_grid(steps, spacing)` (`eta`
-    for ddim; `steps_per_level` and `step_size` for langevin). Every random number a sample sees depends only on
+    each sample's own noise stream (`SampleNoise`), then the named sampler on `time_grid(steps, spacing)` with its
+    `options` (e.g. eta for ddim; see `check_sampler_options`). Every random number a sample sees depends only on
     (seed, its index), so the result does not depend on how the samples are split into batches or devices."""
-    from .denoiser import seed_latents
-    from .schedules import time_grid
-
     check_sampler_supports(denoiser, sampler)
+    options = check_sampler_options(sampler, options, "generate: ")
     schedule = denoiser.schedule
     ts = time_grid(schedule, steps, spacing)
     n = len(noise) if noise is not None else n
@@ -349,15 +407,8 @@ def generate(
     else:
         generator.skip(shape)
     x = noise.to(device=device, dtype=torch.float32)
-    given = {"eta": eta, "steps_per_level": steps_per_level, "step_size": step_size}
-    opts = {k: given[k] for k in SAMPLER_OPTIONS.get(sampler, ())}
     seed_latents(denoiser, generator)
     try:
-        return SAMPLERS[sampler](denoiser, schedule, x, ts, generator=generator, callback=callback, **opts)
+        return SAMPLERS[sampler](denoiser, schedule, x, ts, generator=generator, callback=callback, **options)
     finally:
         seed_latents(denoiser, None)  # this run's noise is not left attached to the denoiser
-
-
-def initial_noise(n: int, sample_shape: tuple[int, ...], seed: int = 0, first_index: int = 0) -> torch.Tensor:
-    """The x_T that `generate` draws for samples first_index .. first_index + n - 1 under `seed`."""
-    return SampleNoise(seed, first_index, n).randn((n, *sample_shape))

@@ -1,6 +1,6 @@
 """Noise schedules as modules t -> gamma(t), and the variance-preserving math built on them.
 
-Notation (DESIGN.md): gamma(t) = -log SNR(t), increasing in t; alpha_t^2 = sigmoid(-gamma),
+Notation: t in [0, 1], gamma(t) = -log SNR(t), increasing in t; alpha_t^2 = sigmoid(-gamma),
 sigma_t^2 = sigmoid(gamma); z_t = alpha_t x + sigma_t eps. Every family and sampler reads noise
 levels only through a schedule, so the posterior and time-grid helpers below are the single copy
 of that math in the library.

@@ -28,10 +28,8 @@ from .checkpoint import (load_checkpoint, nonfinite, optimizer_from_flat, optimi
 from .config import Config, to_dict
 from .data import InfiniteLoader, load_dataset
 from .errors import TrilemmaError
-from .families import build_family, decoder_of
+from .families import build_family
 from .paths import RunLock, atomic_write_text, check_run_dir
-from .plotting import save_samples
-from .samplers import generate
 
 
 class ShardedRNG:
@@ -104,12 +102,12 @@ def _warmup_factor(cfg: Config, step: int) -> float:
     return min(1.0, (step + 1) / max(1, cfg.train.warmup))
 
 
-def _phase_parameters(modules: nn.ModuleDict, names) -> list[nn.Parameter]:
+def phase_parameters(modules: nn.ModuleDict, names) -> list[nn.Parameter]:
     return [p for n in names for p in modules[n].parameters()]
 
 
 @contextlib.contextmanager
-def _frozen(frozen: list[nn.Module]):
+def frozen(frozen: list[nn.Module]):
     """requires_grad off for the trainable parameters of `frozen`, restored on exit."""
     params = [p for m in frozen for p in m.parameters() if p.requires_grad]
     for p in params:
@@ -123,20 +121,6 @@ def _frozen(frozen: list[nn.Module]):
 
 def _ema_modules(emas: dict[str, EMA]) -> nn.ModuleDict:
     return nn.ModuleDict({name: e.module for name, e in emas.items()})
-
-
-def _write_samples(family, emas, cfg: Config, data, reference, path: Path, device) -> None:
-    """A sample grid (or scatter plot) from the EMA weights with the config's sampler, decoded into data
-    space; a family without a sampler (an autoencoder) draws its own `preview`."""
-    modules = _ema_modules(emas)
-    if hasattr(family, "preview"):
-        family.preview(modules, data, path, device)
-        return
-    den = family.denoiser(modules)
-    s = cfg.sample
-    x = generate(den, s.n, family.sample_shape, sampler=s.sampler, steps=s.steps, eta=s.eta, spacing=s.spacing,
-                 seed=cfg.train.seed, device=device)
-    save_samples(decoder_of(family)(x), path, reference, title=f"{s.sampler}-{s.steps}")
 
 
 def _state_problem(family, modules: nn.ModuleDict, emas: dict[str, EMA], x: torch.Tensor, seed: int,
@@ -239,154 +223,177 @@ def _remove_if_bare(out_dir: Path) -> None:
 
 
 def _train(cfg: Config, out_dir: Path, accelerator, resume: bool, progress: bool) -> Path:
-    from accelerate.utils import set_seed
-
     ckpt_dir = out_dir / "checkpoint"
     if ckpt_dir.exists() and not resume:
         raise TrilemmaError(f"{ckpt_dir} already exists; pass --resume to continue it or choose another --out")
-    tc = cfg.train
-    ck = None
+    ck = state = None
     if resume:
         if not ckpt_dir.exists():
             raise TrilemmaError(f"{ckpt_dir}: nothing to resume (no checkpoint)")
         ck = load_checkpoint(ckpt_dir)
         state = ck.train_state()  # read (and checked) before anything in the run directory changes
-        if ck.meta["step"] > tc.steps:
-            raise TrilemmaError(f"{ckpt_dir} is at step {ck.meta['step']}, beyond train.steps = {tc.steps}; "
+        if ck.meta["step"] > cfg.train.steps:
+            raise TrilemmaError(f"{ckpt_dir} is at step {ck.meta['step']}, beyond train.steps = {cfg.train.steps}; "
                                 "--resume continues to train.steps")
-    set_seed(tc.seed)  # the model's initial weights: the same in every process
-    data = load_dataset(cfg.data, "train")
-    family = build_family(cfg, data.shape, ck.meta if ck else None, str(ckpt_dir))
-    device = accelerator.device
-    # what the loader draws from: the data, or a latent model's cached latents
-    train_data = family.training_data(data, device, progress and accelerator.is_main_process) \
-        if hasattr(family, "training_data") else data
-    modules = family.modules.to(device)
-    emas = {name: EMA(modules[name], tc.ema_decay) for name in family.ema_names()}
-    optimizers = {
-        phase: torch.optim.AdamW(_phase_parameters(modules, names), **family.optimizer_options(phase))
-        for phase, names in family.phases.items()
-    }
-    peak_lr = {phase: opt.param_groups[0]["lr"] for phase, opt in optimizers.items()}
-    loader = InfiniteLoader(train_data, tc.batch_size, tc.seed, accelerator.process_index, accelerator.num_processes)
-    rng = ShardedRNG(tc.seed + 1, accelerator.process_index, accelerator.num_processes, device)
-    step = 0
-
+    run = _Run(cfg, out_dir, accelerator, ck, progress)
     if resume:
+        run.restore(ck, state)
+    if accelerator.is_main_process:  # the state fits: from here on this run owns the directory's config.json
+        atomic_write_text(out_dir / "config.json", json.dumps(to_dict(cfg), indent=2))
+    return run.loop(progress)
+
+
+class _Run:
+    """One training run's state: the family's modules, their EMAs and optimizers, the data loader and the
+    sharded RNG; `loop` trains to train.steps, `save` writes a checkpoint."""
+
+    def __init__(self, cfg: Config, out_dir: Path, accelerator, ck, progress: bool):
+        from accelerate.utils import set_seed
+
+        tc = cfg.train
+        self.cfg, self.accelerator, self.ckpt_dir, self.samples_dir = cfg, accelerator, out_dir / "checkpoint", out_dir / "samples"
+        set_seed(tc.seed)  # the model's initial weights: the same in every process
+        self.data = load_dataset(cfg.data, "train")
+        self.family = build_family(cfg, self.data.shape, ck.meta if ck else None, str(self.ckpt_dir))
+        self.device = device = accelerator.device
+        # what the loader draws from: the data, or a latent model's cached latents
+        train_data = self.family.training_data(self.data, device, progress and accelerator.is_main_process)
+        self.modules = self.family.modules.to(device)
+        self.emas = {name: EMA(self.modules[name], tc.ema_decay) for name in self.family.ema_names()}
+        self.optimizers = {
+            phase: torch.optim.AdamW(phase_parameters(self.modules, names), **self.family.optimizer_options(phase))
+            for phase, names in self.family.phases.items()
+        }
+        self.peak_lr = {phase: opt.param_groups[0]["lr"] for phase, opt in self.optimizers.items()}
+        self.loader = InfiniteLoader(train_data, tc.batch_size, tc.seed, accelerator.process_index,
+                                     accelerator.num_processes)
+        self.rng = ShardedRNG(tc.seed + 1, accelerator.process_index, accelerator.num_processes, device)
+        self.step = self.last_good = 0
+        self.bar = None
+
+    def restore(self, ck, state) -> None:
+        """Continue exactly where a checkpoint stopped: weights, EMAs, optimizers, data order and every RNG."""
         tensors, meta = state
         try:
-            modules.load_state_dict({k[len("modules."):]: v for k, v in tensors.items() if k.startswith("modules.")})
-            for name, e in emas.items():
+            self.modules.load_state_dict({k[len("modules."):]: v for k, v in tensors.items() if k.startswith("modules.")})
+            for name, e in self.emas.items():
                 e.module.load_state_dict({k[len(name) + 1 :]: v for k, v in ck.weights.items()
                                           if k.startswith(name + ".")})
-            for phase, opt in optimizers.items():
+            for phase, opt in self.optimizers.items():
                 optimizer_from_flat(phase, opt, tensors, meta["optimizers"][phase])
-            loader.load_state_dict(meta["loader"])
-            rng.gen.set_state(tensors["rng.sharded"])
+            self.loader.load_state_dict(meta["loader"])
+            self.rng.gen.set_state(tensors["rng.sharded"])
             torch.set_rng_state(tensors["rng.torch"])
             _set_rng_meta(meta["rng"])
         except (KeyError, ValueError, TypeError, RuntimeError, IndexError) as e:
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise TrilemmaError(f"{ckpt_dir}: its training state does not fit this run ({first})") from None
-        step = meta["step"]
-    if accelerator.is_main_process:  # the state fits: from here on this run owns the directory's config.json
-        atomic_write_text(out_dir / "config.json", json.dumps(to_dict(cfg), indent=2))
+            raise TrilemmaError(f"{self.ckpt_dir}: its training state does not fit this run ({first})") from None
+        self.step = self.last_good = meta["step"]
 
-    # DDP-wrap each module (gradient all-reduce happens in its forward/backward hooks)
-    wrapped = nn.ModuleDict({name: accelerator.prepare(m) if any(p.requires_grad for p in m.parameters()) else m
-                             for name, m in modules.items()})
-    prepared = {phase: accelerator.prepare(opt) for phase, opt in optimizers.items()}
-    # per phase: its own modules run DDP-wrapped, the others bare and frozen (see _frozen), so neither
-    # stray gradients nor DDP hooks reach them (a GAN's D during the G step)
-    phase_views = {
-        phase: (nn.ModuleDict({n: wrapped[n] if n in names else modules[n] for n in modules}),
-                [modules[n] for n in modules if n not in names], _phase_parameters(modules, names))
-        for phase, names in family.phases.items()
-    }
-    if tc.tracker != "none":
-        accelerator.init_trackers("trilemma", config={k: str(v) for k, v in to_dict(cfg)["train"].items()})
-
-    reference = data.x[:2000] if data.kind == "points" else None
-    samples_dir = out_dir / "samples"
-
-    def diverged(at: str) -> TrilemmaError:
-        kept = (f"the last good checkpoint (step {last_good}) is kept in {ckpt_dir}" if ckpt_dir.exists()
-                else f"no checkpoint was written before it (train.save_every = {tc.save_every})")
+    def _diverged(self, at: str) -> TrilemmaError:
+        kept = (f"the last good checkpoint (step {self.last_good}) is kept in {self.ckpt_dir}" if self.ckpt_dir.exists()
+                else f"no checkpoint was written before it (train.save_every = {self.cfg.train.save_every})")
         return TrilemmaError(f"training diverged {at}; {kept}")
 
-    def save(x):
-        accelerator.wait_for_everyone()
+    def save(self, x) -> None:
+        """A checkpoint of the current state, checked first (`_state_problem` on the last batch x, unless None)."""
+        acc, family = self.accelerator, self.family
+        acc.wait_for_everyone()
         if x is not None:  # the state about to be saved must itself be good, not only the loss that led to it
-            problem = _state_problem(family, modules, emas, x, tc.seed, step)
-            flags = accelerator.reduce(torch.tensor([float(problem is not None)], device=device), "sum")
+            problem = _state_problem(family, self.modules, self.emas, x, self.cfg.train.seed, self.step)
+            flags = acc.reduce(torch.tensor([float(problem is not None)], device=self.device), "sum")
             if flags.item() > 0:
-                bar.close()
-                raise diverged(f"by step {step}: {problem or 'another process found a non-finite state'}")
-        if hasattr(family, "finalize"):  # in every process, so their buffers stay identical
-            family.finalize(_ema_modules(emas), accelerator.unwrap_model(modules), data, device)
-        if accelerator.is_main_process:
-            tensors = {f"modules.{k}": v for k, v in accelerator.unwrap_model(modules).state_dict().items()}
+                self.bar.close()
+                raise self._diverged(f"by step {self.step}: {problem or 'another process found a non-finite state'}")
+        # in every process, so their buffers stay identical
+        family.finalize(_ema_modules(self.emas), acc.unwrap_model(self.modules), self.data, self.device)
+        if acc.is_main_process:
+            tensors = {f"modules.{k}": v for k, v in acc.unwrap_model(self.modules).state_dict().items()}
             opt_meta = {}
-            for phase, opt in optimizers.items():
+            for phase, opt in self.optimizers.items():
                 t, m = optimizer_to_flat(phase, opt)
                 tensors.update(t)
                 opt_meta[phase] = m
-            tensors["rng.sharded"] = rng.gen.get_state()
+            tensors["rng.sharded"] = self.rng.gen.get_state()
             tensors["rng.torch"] = torch.get_rng_state()
-            meta = {"optimizers": opt_meta, "loader": loader.state_dict(), "rng": _rng_meta(),
-                    "num_processes": accelerator.num_processes}
-            extra = family.checkpoint_meta(_ema_modules(emas)) if hasattr(family, "checkpoint_meta") else None
-            save_checkpoint(ckpt_dir, cfg=cfg, sample_shape=family.sample_shape, step=step, ema_state=_ema_state(emas),
-                            train_tensors=tensors, train_meta=meta, data_shape=data.shape, extra_meta=extra)
-        accelerator.wait_for_everyone()
+            meta = {"optimizers": opt_meta, "loader": self.loader.state_dict(), "rng": _rng_meta(),
+                    "num_processes": acc.num_processes}
+            save_checkpoint(self.ckpt_dir, cfg=self.cfg, sample_shape=family.sample_shape, step=self.step,
+                            ema_state=_ema_state(self.emas), train_tensors=tensors, train_meta=meta,
+                            data_shape=self.data.shape, extra_meta=family.checkpoint_meta(_ema_modules(self.emas)))
+        acc.wait_for_everyone()
 
-    bar = tqdm(total=tc.steps, initial=step, disable=not (progress and accelerator.is_main_process),
-               desc=f"train {cfg.family}", dynamic_ncols=True)
-    smooth: dict[str, float] = {}
-    last_good = step
-    t0, s0 = time.perf_counter(), step
-    modules.train()
-    while step < tc.steps:
-        x = next(loader).to(device)
-        warm = _warmup_factor(cfg, step)
-        logs = {}
-        for phase in family.phases:
-            opt = prepared[phase]
+    def _phase_views(self) -> dict:
+        """Per phase: (its optimizer, Accelerate-prepared; the modules with its own DDP-wrapped and the others bare;
+        the others, frozen during its step so neither stray gradients nor DDP hooks reach them (a GAN's D during
+        the G step); its parameters, for clipping)."""
+        acc, modules = self.accelerator, self.modules
+        wrapped = nn.ModuleDict({name: acc.prepare(m) if any(p.requires_grad for p in m.parameters()) else m
+                                 for name, m in modules.items()})
+        return {phase: (acc.prepare(self.optimizers[phase]),
+                        nn.ModuleDict({n: wrapped[n] if n in names else modules[n] for n in modules}),
+                        [modules[n] for n in modules if n not in names], phase_parameters(modules, names))
+                for phase, names in self.family.phases.items()}
+
+    def _step(self, x: torch.Tensor, views: dict) -> dict:
+        """One optimizer step of every phase on batch x, then the EMAs; returns {"loss/<phase>": value}."""
+        tc, warm, logs = self.cfg.train, _warmup_factor(self.cfg, self.step), {}
+        for phase, (opt, phase_modules, others, params) in views.items():
             for group in opt.param_groups:
-                group["lr"] = peak_lr[phase] * warm
-            phase_modules, others, params = phase_views[phase]
-            with _frozen(others):
-                loss = family.loss(phase, phase_modules, x, rng, step).mean()
+                group["lr"] = self.peak_lr[phase] * warm
+            with frozen(others):
+                loss = self.family.loss(phase, phase_modules, x, self.rng, self.step).mean()
                 value = loss.item()
                 if not math.isfinite(value):
-                    bar.close()
-                    raise diverged(f"at step {step + 1}: {phase} loss is {value}")
-                accelerator.backward(loss)
+                    self.bar.close()
+                    raise self._diverged(f"at step {self.step + 1}: {phase} loss is {value}")
+                self.accelerator.backward(loss)
             if tc.grad_clip > 0:
-                accelerator.clip_grad_norm_(params, tc.grad_clip)
+                self.accelerator.clip_grad_norm_(params, tc.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
             logs[f"loss/{phase}"] = value
-        for name, e in emas.items():
-            e.update(accelerator.unwrap_model(modules[name]), step)
-        step += 1
-        for k, v in logs.items():
-            smooth[k] = v if k not in smooth else 0.98 * smooth[k] + 0.02 * v
-        if step % tc.log_every == 0 or step == tc.steps:
-            rate = (step - s0) / max(time.perf_counter() - t0, 1e-9)
-            bar.set_postfix({**{k.split("/")[-1]: f"{v:.4f}" for k, v in smooth.items()}, "steps/s": f"{rate:.1f}"})
-            if tc.tracker != "none":
-                accelerator.log({**logs, **{f"lr/{p}": lr * warm for p, lr in peak_lr.items()}}, step=step)
-        bar.update(1)
-        if tc.sample_every and step % tc.sample_every == 0 and step < tc.steps and accelerator.is_main_process:
-            _write_samples(family, emas, cfg, data, reference, samples_dir / f"step_{step:07d}.png", device)
-        if tc.save_every and step % tc.save_every == 0 and step < tc.steps:
-            save(x)
-            last_good = step
-    bar.close()
-    save(x if step > s0 else None)  # a resumed run with nothing left to train saves the loaded (checked) state
-    if accelerator.is_main_process:
-        _write_samples(family, emas, cfg, data, reference, samples_dir / f"step_{step:07d}.png", device)
-    if tc.tracker != "none":
-        accelerator.end_training()
-    return ckpt_dir
+        for name, e in self.emas.items():
+            e.update(self.accelerator.unwrap_model(self.modules[name]), self.step)
+        self.step += 1
+        return logs
+
+    def _preview(self) -> None:
+        if self.accelerator.is_main_process:
+            self.family.preview(_ema_modules(self.emas), self.data, self.samples_dir / f"step_{self.step:07d}.png",
+                                self.device)
+
+    def loop(self, progress: bool) -> Path:
+        """Train from the current step to train.steps: log, draw previews and save on their intervals."""
+        tc, acc = self.cfg.train, self.accelerator
+        views = self._phase_views()
+        if tc.tracker != "none":
+            acc.init_trackers("trilemma", config={k: str(v) for k, v in to_dict(self.cfg)["train"].items()})
+        self.bar = tqdm(total=tc.steps, initial=self.step, disable=not (progress and acc.is_main_process),
+                        desc=f"train {self.cfg.family}", dynamic_ncols=True)
+        smooth: dict[str, float] = {}
+        t0, s0, x = time.perf_counter(), self.step, None
+        self.modules.train()
+        while self.step < tc.steps:
+            x = next(self.loader).to(self.device)
+            logs = self._step(x, views)
+            for k, v in logs.items():
+                smooth[k] = v if k not in smooth else 0.98 * smooth[k] + 0.02 * v
+            if self.step % tc.log_every == 0 or self.step == tc.steps:
+                rate = (self.step - s0) / max(time.perf_counter() - t0, 1e-9)
+                self.bar.set_postfix({**{k.split("/")[-1]: f"{v:.4f}" for k, v in smooth.items()}, "steps/s": f"{rate:.1f}"})
+                if tc.tracker != "none":
+                    warm = _warmup_factor(self.cfg, self.step - 1)
+                    acc.log({**logs, **{f"lr/{p}": lr * warm for p, lr in self.peak_lr.items()}}, step=self.step)
+            self.bar.update(1)
+            if tc.sample_every and self.step % tc.sample_every == 0 and self.step < tc.steps:
+                self._preview()
+            if tc.save_every and self.step % tc.save_every == 0 and self.step < tc.steps:
+                self.save(x)
+                self.last_good = self.step
+        self.bar.close()
+        self.save(x if self.step > s0 else None)  # a resumed run with nothing left to train saves the loaded (checked) state
+        self._preview()
+        if tc.tracker != "none":
+            acc.end_training()
+        return self.ckpt_dir

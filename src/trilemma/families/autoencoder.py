@@ -17,7 +17,8 @@ from torch.nn import functional as F
 
 from ..errors import TrilemmaError
 from ..networks import build_autoencoder
-from .vdm import gaussian_kl
+from .base import Family
+from ..bounds import gaussian_kl
 
 RECON_LOSSES = ("l1", "l2")
 
@@ -58,13 +59,15 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 10.0 * torch.log10(4.0 / mse)
 
 
-class AutoencoderFamily:
+class AutoencoderFamily(Family):
     """The `autoencoder` family: one AutoencoderKL (module `ae`), one phase; it has no sampler of its own."""
 
     phases = {"model": ("ae",)}  # optimizer phase -> the modules it trains
+    no_sampler_reason = ("an autoencoder is a first stage with no sampler: train a latent model on it "
+                         "(latent.autoencoder) and sample that")
 
     def __init__(self, cfg, sample_shape: tuple[int, ...]):
-        self.cfg = cfg
+        super().__init__(cfg, sample_shape)
         a = cfg.autoencoder
         if a.recon not in RECON_LOSSES:
             raise TrilemmaError(f"autoencoder.recon: {a.recon!r} is not one of {', '.join(RECON_LOSSES)}")
@@ -80,21 +83,12 @@ class AutoencoderFamily:
                 raise TrilemmaError(f"autoencoder.perceptual: {cfg.data.name} has no feature classifier (shipped: "
                                     f"{', '.join(FEATURE_NETS)}); set autoencoder.perceptual: 0")
         self.modules = nn.ModuleDict({"ae": build_autoencoder(a, sample_shape)})
-        self.sample_shape = tuple(sample_shape)
         self.latent_shape = self.modules["ae"].latent_shape
         self.dims = math.prod(sample_shape)
         self._feature_net = None
 
     def ema_names(self) -> list[str]:
         return ["ae"]
-
-    def optimizer_options(self, phase: str) -> dict:
-        """AdamW at the config's peak learning rate (warm-up is the training loop's)."""
-        return {"lr": self.cfg.train.lr, "weight_decay": self.cfg.train.weight_decay}
-
-    def denoiser(self, modules: nn.ModuleDict):
-        raise TrilemmaError("an autoencoder is a first stage with no sampler: train a latent model on it "
-                            "(latent.autoencoder) and sample that")
 
     def _features(self, device):
         """The dataset's feature classifier (frozen), for the perceptual term."""

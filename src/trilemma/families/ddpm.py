@@ -9,17 +9,18 @@ from torch import nn
 
 from ..data import data_levels
 from ..errors import TrilemmaError
-from ..denoiser import PredictionDenoiser, _bcast, target_for
+from ..denoiser import PredictionDenoiser, append_dims, target_for
 from ..schedules import alpha_sigma, alpha_sigma_of, build_schedule, hi_precision
 from ..networks import build_backbone
-from .vdm import BoundTerms, bits_per_dim, decoder_nll, prior_kl
+from .base import Family
+from ..bounds import BoundTerms, bits_per_dim, decoder_nll, prior_kl
 
 
 def ddpm_loss(denoiser: PredictionDenoiser, x: torch.Tensor, u: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     """L_simple per sample: ||target - net(z_t, t)||^2 averaged over dimensions (Ho et al. eq. 14),
     target eps, v or x0. `u` (B,) uniform in [0, 1) picks t; `eps` is the forward noise."""
     t = denoiser.schedule.sample_t(u)
-    a, s = (_bcast(v, x) for v in alpha_sigma(denoiser.schedule, t))
+    a, s = (append_dims(v, x) for v in alpha_sigma(denoiser.schedule, t))
     z = a * x + s * eps  # z_t = alpha_t x + sigma_t eps (DDPM eq. 4)
     out = denoiser.predict(z, t)
     return (out - target_for(denoiser.prediction, x, eps, a, s)).square().flatten(1).mean(1)
@@ -42,36 +43,34 @@ def ddpm_vlb_terms(denoiser: PredictionDenoiser, x: torch.Tensor, u: torch.Tenso
         g = schedule(torch.cat([i / T, (i - 1) / T, ends])).to(torch.float64)
     g_t, g_s, g_first, g_1 = g[:B], g[B : 2 * B], g[2 * B], g[2 * B + 1]
     # decoder at the first noisy level t_1 = 1 / T
-    a, s = (_bcast(v, x) for v in alpha_sigma_of(g_first))
+    a, s = (append_dims(v, x) for v in alpha_sigma_of(g_first))
     recon = decoder_nll(x, denoiser(a * x + s * eps_0, ends[0]), g_first, levels)
-    a_t, s_t = (_bcast(v, x) for v in alpha_sigma_of(g_t))
+    a_t, s_t = (append_dims(v, x) for v in alpha_sigma_of(g_t))
     z = a_t * x + s_t * eps
     eps_hat = (z - a_t * denoiser(z, i / T)) / s_t
     diffusion = 0.5 * (T - 1) * torch.expm1(g_t - g_s) * (eps - eps_hat).square().flatten(1).sum(1)
     return BoundTerms(prior_kl(x, g_1), recon, diffusion)
 
 
-class DDPM:
+class DDPM(Family):
     """The DDPM family: a backbone under `PredictionDenoiser`, one optimizer phase."""
 
     phases = {"model": ("net",)}  # optimizer phase -> the modules it trains, stepped in this order
+    has_bound = True  # its VLB (`ddpm_vlb_terms`)
 
     def __init__(self, cfg, sample_shape: tuple[int, ...]):
-        self.cfg = cfg
-        self.sample_shape = tuple(sample_shape)  # the space the sampler works in
+        super().__init__(cfg, sample_shape)
         self.schedule = build_schedule(cfg.schedule)
         if any(True for _ in self.schedule.parameters()):
             raise TrilemmaError(f"schedule.name: {cfg.schedule.name!r} has parameters, which the ddpm family does not "
                                 "train or save; a learned schedule needs family: vdm")
         self.modules = nn.ModuleDict({"net": build_backbone(cfg.model, sample_shape)})
-        self.levels, self.dims = data_levels(cfg.data), math.prod(sample_shape)
+        # the decoder's data levels (None: continuous data, and latents, whose bound is on the latents)
+        self.levels = None if cfg.latent.autoencoder else data_levels(cfg.data)
+        self.dims = math.prod(sample_shape)
 
     def ema_names(self) -> list[str]:
         return ["net"]
-
-    def optimizer_options(self, phase: str) -> dict:
-        """AdamW at the config's peak learning rate (warm-up is the training loop's)."""
-        return {"lr": self.cfg.train.lr, "weight_decay": self.cfg.train.weight_decay}
 
     def denoiser(self, modules: nn.ModuleDict) -> PredictionDenoiser:
         return PredictionDenoiser(modules["net"], self.schedule, self.cfg.model.prediction)

@@ -11,7 +11,6 @@ that differs.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 
 import torch
@@ -21,16 +20,15 @@ from ..checkpoint import load_checkpoint
 from ..config import to_dict
 from ..data import Dataset
 from ..errors import TrilemmaError
+from ..paths import sha256_file
 from .autoencoder import encode_all
+from .base import Family
 
 
 def autoencoder_sha256(ck) -> str:
     """What a latent model was trained on: SHA-256 over the autoencoder checkpoint's weights file and its
     `autoencoder` config section (settings such as norm_groups change the computation, not the weight shapes)."""
-    h = hashlib.sha256()
-    with open(ck.path / "model.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    h = sha256_file(ck.path / "model.safetensors")
     h.update(json.dumps(to_dict(ck.cfg)["autoencoder"], sort_keys=True).encode())
     return h.hexdigest()
 
@@ -45,22 +43,22 @@ def _same_images(a, b) -> bool:
 
 def load_autoencoder(path: str, device=None):
     """(the frozen EMA autoencoder module in eval mode, its checkpoint, `autoencoder_sha256` of it)."""
-    from . import autoencoder_from_checkpoint
+    from ..loading import autoencoder_from_checkpoint
 
     ck = load_checkpoint(path)
     ae = autoencoder_from_checkpoint(ck, device, "latent.autoencoder: ").requires_grad_(False)
     return ae, ck, autoencoder_sha256(ck)
 
 
-class LatentFamily:
+class LatentFamily(Family):
     """`inner_cls` (DDPM, VDM or DDGAN) on the latents of the autoencoder at `cfg.latent.autoencoder`.
 
     `meta` is the config.json of a latent checkpoint being loaded (or resumed): its recorded autoencoder
-    hash must match the autoencoder found at the path.
+    hash must match the autoencoder found at the path. A bound on latents is one on their density, not on the
+    images' likelihood, so a latent model reports none (`has_bound` false).
     """
 
     def __init__(self, inner_cls, cfg, data_shape: tuple[int, ...], meta: dict | None = None, where: str = "config"):
-        self.cfg = cfg
         self.ae, ae_ck, self.autoencoder_sha256 = load_autoencoder(cfg.latent.autoencoder)
         if meta is not None:
             recorded = meta.get("autoencoder")
@@ -80,12 +78,10 @@ class LatentFamily:
         if cfg.family == "ddgan" and cfg.gan.tanh:
             raise TrilemmaError("gan.tanh: a tanh generator bounds x0' to [-1, 1], but latents scaled to unit std are "
                                 "not bounded; a latent ddgan needs gan.tanh: false")
-        self.sample_shape = self.ae.latent_shape
+        super().__init__(cfg, self.ae.latent_shape)
         self.data_shape = tuple(data_shape)
         self.inner = inner_cls(cfg, self.sample_shape)
-        if hasattr(self.inner, "levels"):
-            self.inner.levels = None  # a bound on latents uses a continuous (Gaussian) decoder
-        self.modules, self.phases = self.inner.modules, self.inner.phases
+        self.modules, self.phases, self.draws_x0 = self.inner.modules, self.inner.phases, self.inner.draws_x0
         self._encoded: tuple[torch.Tensor, torch.Tensor] | None = None  # (batch, its latents) without the cache
 
     def ema_names(self) -> list[str]:

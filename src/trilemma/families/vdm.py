@@ -11,25 +11,24 @@ one loss: the variational bound in bits/dim,
 with L_inf = 0.5 E_t[gamma'(t) ||eps - eps_hat(z_t; t)||^2] (gamma' by autograd) and
 L_T = 0.5 T E_i[expm1(gamma(t_i) - gamma(t_{i-1})) ||eps - eps_hat||^2]. Sampling is the core's samplers
 on `VDMDenoiser`: ancestral p(z_s | z_t) = q(z_s | z_t, x = x_hat) is `samplers.sample_ancestral` on any
-grid, DDIM and DPM-Solver++ go through the same denoiser contract.
+grid, and every other sampler in `samplers.SAMPLER_INFO` goes through the same denoiser contract.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
+from ..bounds import BoundTerms, bits_per_dim, decoder_nll, prior_kl
 from ..data import data_levels
-from ..denoiser import PredictionDenoiser, _bcast
+from ..denoiser import PredictionDenoiser, append_dims
 from ..errors import TrilemmaError
 from ..networks import build_vdm_net
 from ..schedules import GradScale, LearnedGamma, alpha_sigma_of, build_schedule, hi_precision
+from .base import Family
 
-LN2 = math.log(2.0)
 SHAPE_LOSSES = ("variance", "bound")
 
 
@@ -50,79 +49,6 @@ class VDMDenoiser(PredictionDenoiser):
         # a sampler's batch shares one time: a learned schedule's network runs once per distinct time
         times, where = torch.unique(t, return_inverse=True)
         return self.cond(self.schedule(times))[where]
-
-
-def level_grid(levels: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """The `levels` values of discretised data on [-1, 1]: -1 + 2k / (levels - 1), k = 0..levels-1
-    (8-bit pixels p / 127.5 - 1, as `data` scales them)."""
-    return torch.linspace(-1.0, 1.0, levels, device=device, dtype=dtype)
-
-
-def decoder_logits(mean: torch.Tensor, log_var: torch.Tensor, levels: int) -> torch.Tensor:
-    """Logits (..., levels) of VDM's factorised decoder p(x | z_0): the Gaussian
-    q(z_0 | x) read as a likelihood over the data's levels, logit_k = -(mean - x_k)^2 / (2 exp(log_var)),
-    with mean = z_0 / alpha_0 and log_var = gamma_0 (the variance of z_0 / alpha_0 around x)."""
-    grid = level_grid(levels, mean.device, mean.dtype)
-    return -0.5 * (mean[..., None] - grid).square() * torch.exp(-log_var)
-
-
-def decoder_nll(x: torch.Tensor, mean: torch.Tensor, log_var: torch.Tensor, levels: int | None) -> torch.Tensor:
-    """-log p(x | z_0) per sample (B,), summed over dimensions: the categorical of `decoder_logits` at x's
-    level for discretised data (a true probability, so the bound is a bound on the discrete data), the
-    Gaussian N(x; mean, exp(log_var)) density for continuous data (`levels` None)."""
-    log_var = torch.as_tensor(log_var).to(x.dtype)  # a scalar, or per sample (B,)
-    if levels is None:
-        log_var = _bcast(log_var, x)
-        nll = 0.5 * ((x - mean).square() * torch.exp(-log_var) + log_var + math.log(2 * math.pi))
-        return nll.flatten(1).sum(1)
-    half = 2 / (levels - 1)  # level spacing
-    k = ((x + 1) / half).round().long().clamp(0, levels - 1)  # the level index of each value
-    # Only levels within a few decoder standard deviations of the mean carry weight: the log-normaliser over
-    # a window of +-(12 std + 1 spacing) levels around it equals the full one to within exp(-70) (and costs
-    # 7 levels instead of 256 at gamma_0 = -13.3). A mean outside [-1, 1] (a model's x0_hat) gets the window
-    # at the nearest end, whose levels are the nearest to it.
-    reach = math.ceil(12 * math.exp(0.5 * log_var.max().item()) / half) + 1
-    lv = log_var if log_var.ndim == 0 else log_var.reshape(-1, *([1] * x.ndim))  # (B, 1, ..., 1) over (B, ..., levels)
-    if 2 * reach + 1 >= levels:
-        logp = F.log_softmax(decoder_logits(mean, lv, levels), dim=-1)  # (B, ..., levels)
-        return -logp.gather(-1, k[..., None]).squeeze(-1).flatten(1).sum(1)
-    centre = ((mean.detach() + 1) / half).round().long().clamp(reach, levels - 1 - reach)  # (B, ...)
-    idx = centre[..., None] + torch.arange(-reach, reach + 1, device=x.device)  # (B, ..., window)
-    inside = (idx >= 0) & (idx < levels)
-    logits = -0.5 * (mean[..., None] - (idx.to(mean.dtype) * half - 1)).square() * torch.exp(-lv)
-    norm = torch.logsumexp(logits.masked_fill(~inside, -math.inf), dim=-1)  # (B, ...)
-    own = -0.5 * (mean - (k.to(mean.dtype) * half - 1)).square() * torch.exp(-lv.squeeze(-1) if lv.ndim else -lv)
-    return (norm - own).flatten(1).sum(1)
-
-
-def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mean, exp(logvar)) || N(0, I)) per sample (B,), summed over coordinates (Kingma & Welling 2014,
-    appendix B): 0.5 sum(mean^2 + var - 1 - logvar)."""
-    return (0.5 * (mean.square() + logvar.exp() - 1.0 - logvar)).flatten(1).sum(1)
-
-
-def prior_kl(x: torch.Tensor, gamma_1: torch.Tensor) -> torch.Tensor:
-    """KL(q(z_1 | x) || N(0, I)) per sample (B,), VDM's prior loss: q(z_1 | x) = N(alpha_1 x, sigma_1^2 I), with
-    log sigma_1^2 = logsigmoid(gamma_1) (stable for any gamma_1)."""
-    alpha_1, log_var = (_bcast(v, x) for v in (torch.sigmoid(-gamma_1).sqrt(), F.logsigmoid(gamma_1)))
-    return gaussian_kl(alpha_1 * x, log_var.expand_as(x))
-
-
-def bits_per_dim(nats: torch.Tensor, dims: int) -> torch.Tensor:
-    """Nats per sample -> bits per dimension."""
-    return nats / (dims * LN2)
-
-
-@dataclass
-class BoundTerms:
-    """The three terms of the variational bound per sample (B,), in nats summed over dimensions."""
-
-    prior: torch.Tensor
-    recon: torch.Tensor
-    diffusion: torch.Tensor
-
-    def total(self) -> torch.Tensor:
-        return self.prior + self.recon + self.diffusion
 
 
 def vdm_terms(den: VDMDenoiser, schedule: nn.Module, x: torch.Tensor, u: torch.Tensor, eps: torch.Tensor,
@@ -148,7 +74,7 @@ def vdm_terms(den: VDMDenoiser, schedule: nn.Module, x: torch.Tensor, u: torch.T
     # reconstruction: z_0 / alpha_0 = x + exp(gamma_0 / 2) eps_0
     recon = decoder_nll(x, x + torch.exp(0.5 * g_0).to(x.dtype) * eps_0, g_0, levels)
     # diffusion: z_t = alpha_t x + sigma_t eps, the network sees z_t and the normalised gamma_t
-    a_t, s_t = (_bcast(v, x) for v in alpha_sigma_of(g_t))
+    a_t, s_t = (append_dims(v, x) for v in alpha_sigma_of(g_t))
     eps_hat = den.net(a_t * x + s_t * eps, den.cond(g_t))
     mse = (eps - eps_hat).square().flatten(1).sum(1)
     return BoundTerms(prior, recon, weight * mse)
@@ -160,14 +86,14 @@ def stratified(u0: torch.Tensor, n: int) -> torch.Tensor:
     return (u0 + torch.arange(n, dtype=torch.float64) / n) % 1.0
 
 
-class VDM:
+class VDM(Family):
     """The VDM family: an eps-network and a schedule module (trained with it when learned), one phase."""
 
     phases = {"model": ("net", "schedule")}  # optimizer phase -> the modules it trains
+    has_bound = True
 
     def __init__(self, cfg, sample_shape: tuple[int, ...]):
-        self.cfg = cfg
-        self.sample_shape = tuple(sample_shape)  # the space the sampler works in
+        super().__init__(cfg, sample_shape)
         v = cfg.vdm
         if v.timesteps < 0:
             raise TrilemmaError(f"vdm.timesteps must be >= 0 (0: continuous time), got {v.timesteps}")
@@ -188,7 +114,8 @@ class VDM:
         if self.learned and v.shape_loss == "variance" and v.timesteps:
             raise TrilemmaError("vdm.shape_loss: variance applies to the continuous loss, where the bound does not "
                                 "depend on the shape; with vdm.timesteps > 0 use shape_loss: bound")
-        self.levels = data_levels(cfg.data)
+        # the decoder's data levels (None: continuous data, and latents, whose bound is on the latents)
+        self.levels = None if cfg.latent.autoencoder else data_levels(cfg.data)
         self.dims = math.prod(sample_shape)
         self.modules = nn.ModuleDict({"net": build_vdm_net(cfg.model, v, sample_shape), "schedule": schedule})
 
@@ -198,10 +125,6 @@ class VDM:
 
     def ema_names(self) -> list[str]:
         return ["net", "schedule"]
-
-    def optimizer_options(self, phase: str) -> dict:
-        """AdamW at the config's peak learning rate (warm-up is the training loop's)."""
-        return {"lr": self.cfg.train.lr, "weight_decay": self.cfg.train.weight_decay}
 
     def denoiser(self, modules: nn.ModuleDict) -> VDMDenoiser:
         return VDMDenoiser(modules["net"], modules["schedule"], self.cfg.vdm.cond_gamma_min, self.cfg.vdm.cond_gamma_max)

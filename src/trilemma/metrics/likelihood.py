@@ -1,8 +1,9 @@
 """Bits/dim from a variational bound, with a confidence interval over images and Monte-Carlo draws.
 
 A model family supplies `terms_fn(x, u, eps, eps_0) -> BoundTerms` (nats per sample, each term separately;
-`families.vdm.vdm_terms`); this module draws the randomness, batches a dataset and summarises. Each image
-gets `draws` independent draws of (t, eps, eps_0). The reported mean is over all images and draws; its 95%
+`families.vdm.vdm_terms`, `families.ddpm.ddpm_vlb_terms`, built from `trilemma.bounds`); this module draws
+the randomness, batches a dataset and summarises. Each image gets `draws` independent draws of
+(t, eps, eps_0). The reported mean is over all images and draws; its 95%
 interval is 1.96 times the standard error of the per-image means (the spread of the data and of the draws
 together); with two or more draws the within-image variance is the Monte-Carlo variance of the estimator
 alone, the quantity a learned schedule shape lowers (Kingma et al. 2021).
@@ -70,3 +71,16 @@ def evaluate_bound(terms_fn: Callable, x_all: torch.Tensor, *, to_bpd: Callable,
     out = summarise({name: torch.cat(v).numpy() for name, v in vals.items()})
     out.update(images=len(x_all), draws=draws)
     return out
+
+
+def bpd_table(res: dict) -> str:
+    """The terms of an `evaluate_bound` result as a Markdown table (bits/dim, 95% interval, variances)."""
+    names = {"prior": "prior (t = 1)", "recon": "reconstruction", "diffusion": "diffusion", "total": "total"}
+    mc = "diffusion_mc" in res["variance"]
+    lines = ["| term | bits/dim | 95% CI | variance per draw" + (" | Monte-Carlo variance |" if mc else " |"),
+             "|---|---|---|---" + ("|---|" if mc else "|")]
+    for k, label in names.items():
+        t, v = res["terms"][k], res["variance"]
+        cells = [label, f"{t['mean']:.4f}", f"± {t['ci95']:.4f}", f"{v[k]:.4g}"] + ([f"{v[k + '_mc']:.4g}"] if mc else [])
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -53,7 +53,7 @@ def prdc(
     """Precision, recall (Kynkaanniemi et al. 2019) and density, coverage (Naeem et al. 2020) of fake vs real.
 
     real (N, D) and fake (M, D) are numpy arrays or torch tensors of features; k = 5 as in Naeem et al.
-    (the DESIGN's precision/recall use k = 3: see `precision_recall`). Returns plain floats.
+    (the bench's precision/recall use k = 3: see `precision_recall`). Returns plain floats.
     `real_radii` = knn_radii(real, k), when the same real set is scored against many fake sets.
     """
     x, y = as_tensor(real, device, dtype), as_tensor(fake, device, dtype)

@@ -1,0 +1,77 @@
+"""From a checkpoint to ready-to-use modules: the EMA denoiser and decoder for sampling, an autoencoder, a
+variational bound. Loading is apart from the family registry (`families.FAMILIES`): it builds the family a
+checkpoint's config names and loads its EMA weights into it.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from .errors import TrilemmaError
+from .families import FAMILIES, build_family
+
+__all__ = ["data_shape_of", "loaded_family", "denoiser_from_checkpoint", "autoencoder_from_checkpoint",
+           "sampler_from_checkpoint", "no_bound_reason", "bound_from_checkpoint"]
+
+
+def data_shape_of(ck) -> tuple[int, ...]:
+    """The data's per-sample shape of a checkpoint (its sample shape, unless it is a latent model's)."""
+    return tuple(ck.meta.get("data_shape", ck.sample_shape))
+
+
+def loaded_family(ck, device=None):
+    """The family of a loaded checkpoint with its EMA weights, in eval mode."""
+    family = build_family(ck.cfg, data_shape_of(ck), ck.meta, str(ck.path))
+    try:  # the checkpoint's weights are the EMA modules (all of DDPM and VDM; DDGAN's generator only)
+        nn.ModuleDict({name: family.modules[name] for name in family.ema_names()}).load_state_dict(ck.weights)
+    except RuntimeError as e:
+        raise TrilemmaError(f"{ck.path}: weights do not match the config ({str(e).splitlines()[0]})") from None
+    if tuple(family.sample_shape) != ck.sample_shape:
+        raise TrilemmaError(f"{ck.path / 'config.json'}: sample_shape {list(ck.sample_shape)} does not match the "
+                            f"model's {list(family.sample_shape)}")
+    family.modules.to(device).eval()
+    return family
+
+
+def denoiser_from_checkpoint(ck, device=None):
+    """The EMA denoiser of a loaded checkpoint (`checkpoint.load_checkpoint`), in eval mode (a latent
+    model's works on latents: `sampler_from_checkpoint` also gives its decoder)."""
+    return sampler_from_checkpoint(ck, device)[0]
+
+
+def autoencoder_from_checkpoint(ck, device=None, where: str = ""):
+    """The EMA `Autoencoder` module of a loaded autoencoder checkpoint, in eval mode; `where` prefixes the
+    error for any other kind of checkpoint."""
+    if ck.cfg.family != "autoencoder":
+        raise TrilemmaError(f"{where}{ck.path} is a {ck.cfg.family} checkpoint, not an autoencoder")
+    return loaded_family(ck, device).modules["ae"]
+
+
+def sampler_from_checkpoint(ck, device=None):
+    """(EMA denoiser in eval mode, decode) of a loaded checkpoint: sample with the denoiser in
+    `ck.sample_shape`, then `decode` the result into data space."""
+    family = loaded_family(ck, device)
+    if family.no_sampler_reason:
+        raise TrilemmaError(f"{ck.path}: {family.no_sampler_reason}")
+    return family.denoiser(family.modules), family.decode
+
+
+def no_bound_reason(ck) -> str | None:
+    """Why a checkpoint has no variational bound on the images' -log p(x) (ddgan, autoencoder, any latent
+    model), or None when it has one."""
+    if ck.cfg.latent.autoencoder:
+        return ("a latent model's bound is on its latents' density, not on the images' likelihood; bits/dim is "
+                "defined for pixel-space vdm and ddpm models")
+    if not FAMILIES[ck.cfg.family].has_bound:
+        return f"{ck.cfg.family} models have no likelihood bound (bits/dim needs vdm or ddpm)"
+    return None
+
+
+def bound_from_checkpoint(ck, device=None):
+    """(terms_fn, to_bpd, name) of a checkpoint's variational bound on -log p(x), for
+    `metrics.likelihood.evaluate_bound`; a TrilemmaError where `no_bound_reason` gives one."""
+    reason = no_bound_reason(ck)
+    if reason:
+        raise TrilemmaError(f"{ck.path}: {reason}")
+    family = loaded_family(ck, device)
+    return (lambda x, u, eps, eps_0: family.terms(family.modules, x, u, eps, eps_0)), family.to_bpd, family.bound_name()
