@@ -383,7 +383,7 @@ def generate(
     *,
     sampler: str = "ddim",
     steps: int = 50,
-    spacing: str = "leading",
+    spacing: str | None = None,
     seed: int = 0,
     noise: torch.Tensor | None = None,
     device=None,
@@ -392,13 +392,14 @@ def generate(
     **options,
 ) -> torch.Tensor:
     """Draw samples first_index .. first_index + n - 1 of a run: x_T from `noise` (then n = len(noise)) or from
-    each sample's own noise stream (`SampleNoise`), then the named sampler on `time_grid(steps, spacing)` with its
-    `options` (e.g. eta for ddim; see `check_sampler_options`). Every random number a sample sees depends only on
+    each sample's own noise stream (`SampleNoise`), then the named sampler on `time_grid(steps, spacing)` (by default
+    the sampler's own grid, `default_spacing`, as `trilemma sample` uses) with its `options` (e.g. eta for ddim; see
+    `check_sampler_options`). Every random number a sample sees depends only on
     (seed, its index), so the result does not depend on how the samples are split into batches or devices."""
     check_sampler_supports(denoiser, sampler)
     options = check_sampler_options(sampler, options, "generate: ")
     schedule = denoiser.schedule
-    ts = time_grid(schedule, steps, spacing)
+    ts = time_grid(schedule, steps, spacing or default_spacing(sampler))
     n = len(noise) if noise is not None else n
     generator = SampleNoise(seed, first_index, n)
     shape = (n, *sample_shape)
