@@ -170,6 +170,8 @@ def sample_ancestral(denoiser, schedule: Schedule, x, ts, *, generator=None, cal
 def sample_ddim(denoiser, schedule: Schedule, x, ts, *,
                 eta: Annotated[float, Option("noise scale: 0 deterministic, 1 the DDPM posterior variance",
                                              low=0, high=1, tag="eta")] = 0.0,
+                clip_x0: Annotated[bool, Option("clip x0_hat to [-1, 1], the data's range (diffusers' clip_sample)",
+                                                tag="clip")] = False,
                 generator=None, callback: Callback = None):
     """DDIM (Song, Meng, Ermon 2021, eq. 12 and 16): eta = 0 is deterministic, eta = 1 has the
     DDPM posterior variance."""
@@ -183,7 +185,11 @@ def sample_ddim(denoiser, schedule: Schedule, x, ts, *,
         # x_s = alpha_s x0 + c eps with eps = (x - alpha_t x0) / sigma_t (eq. 12), c = sqrt(sigma_s^2 - std^2),
         # collected into two coefficients so the update is two tensor ops
         c = math.sqrt(max(s_s**2 - std**2, 0.0)) / s_t
-        x = torch.add(c * x, x0, alpha=a_s - c * a_t)
+        if clip_x0:  # the x0 term takes the clipped x0_hat, eps stays the network's (as diffusers' DDIMScheduler)
+            x0_c = x0.clamp(-1.0, 1.0)
+            x, x0 = torch.add(c * (x - a_t * x0), x0_c, alpha=a_s), x0_c
+        else:
+            x = torch.add(c * x, x0, alpha=a_s - c * a_t)
         if std > 0:
             x = x + std * randn_like(x, generator)
         if callback is not None:
