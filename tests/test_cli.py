@@ -147,3 +147,22 @@ def test_console_entry_point_prints_one_line_and_exits_2(tmp_path):
                          env={**os.environ, "TQDM_DISABLE": "1"}, timeout=120)
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "spiral" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_a_sampler_option_reaches_the_command_line_from_its_declaration(tmp_path):
+    """Every declared sampler option is a flag of `trilemma sample`; DDIM's --clip-x0 (declared only in
+    sample_ddim's signature) clips x0_hat to [-1, 1], so at eta 0 the last step lands inside [-1, 1]."""
+    from trilemma.demo import shipped_checkpoint
+    from trilemma.samplers import all_sampler_options
+
+    usage = run("sample", "--help").output
+    assert all(o.flag in usage for o in all_sampler_options().values())
+    ck = shipped_checkpoint("toy2d-ddpm")
+    args = ["--sampler", "ddim", "--steps", "5", "-n", "64", "--quiet"]
+    assert run("sample", ck, *args, "--clip-x0", "--out", tmp_path / "c.npz").exit_code == 0
+    assert run("sample", ck, *args, "--out", tmp_path / "p.npz").exit_code == 0
+    clipped, plain = (np.load(tmp_path / f"{k}.npz") for k in "cp")
+    assert bool(clipped["clip_x0"]) and not bool(plain["clip_x0"])
+    assert np.abs(clipped["samples"]).max() <= 1.0 + 1e-6 < np.abs(plain["samples"]).max()
+    assert_one_line_error(run("sample", ck, "--sampler", "dpmpp", "--clip-x0", "--out", tmp_path / "d.npz"),
+                          "--clip-x0", "not an option of sampler dpmpp")

@@ -129,3 +129,23 @@ def test_dpmpp_2m_matches_diffusers(tiny_unet, prediction, steps):
     ours = sample_dpmpp_2m(den, den.schedule, x_T.clone(), ts)
     err = (ours - ref).abs().max().item()
     assert err < TOL, f"DPM-Solver++(2M) ({prediction}, {steps} steps) differs from diffusers by {err:.2e}"
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v"])
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_ddim_clip_x0_matches_diffusers_clip_sample(tiny_unet, prediction, eta):
+    """DDIM's clip_x0 is diffusers' clip_sample: x0_hat clipped to [-1, 1] in the x0 term, eps left as predicted."""
+    tiny_unet = GaussianPlusUNet(tiny_unet, prediction)
+    sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=True, clip_sample_range=1.0,
+                          prediction_type=PRED[prediction], set_alpha_to_one=True)
+    sched.set_timesteps(20)
+    x_T = 1.5 * torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(3))  # x0_hat often beyond [-1, 1]
+    ref = _diffusers_loop(tiny_unet, sched, x_T.clone(), generator=torch.Generator().manual_seed(8), eta=eta)
+    den = _ours(tiny_unet, prediction)
+    ts = _times_from(sched.timesteps)
+    clipped = sample_ddim(den, den.schedule, x_T.clone(), ts, eta=eta, clip_x0=True,
+                          generator=torch.Generator().manual_seed(8))
+    plain = sample_ddim(den, den.schedule, x_T.clone(), ts, eta=eta, generator=torch.Generator().manual_seed(8))
+    err = (clipped - ref).abs().max().item()
+    assert err < TOL, f"DDIM(eta={eta}, {prediction}, clip_x0) differs from diffusers' clip_sample by {err:.2e}"
+    assert (clipped - plain).abs().max() > 100 * TOL, "the clip changed nothing: x0_hat never left [-1, 1]"
