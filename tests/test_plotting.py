@@ -122,3 +122,15 @@ def test_scatter_legend_lies_outside_the_data(tmp_path):
     assert [t.get_text() for t in legend.get_texts()] == ["data", "samples"]
     plt.close(fig)
     assert save_scatter(x, tmp_path / "s.png", ref).stat().st_size > 5_000
+
+
+def test_pareto_plot_of_a_bench_whose_every_row_diverged(tmp_path):
+    """Rows with only a non-finite share (no quality score) leave empty panels, not a failed report."""
+    summary = {"name": "all diverged", "dataset": "digits", "num_samples": 100, "quality_metric": "FD-digits",
+               "diversity_metric": "recall", "lower_is_better": True, "rows": [
+                   {"key": "data", "label": "data", "sampler": "-", "steps": 0, "eta": None, "nfe": 0,
+                    "seconds": None, "floor": True, "FD-digits": 0.1, "recall": 0.9},
+                   {"key": "a", "label": "A", "sampler": "ddim", "steps": 5, "eta": 0.0, "nfe": 5, "seconds": 0.5,
+                    "floor": False, "nonfinite_%": 100.0}]}
+    path = pareto_plot(summary, tmp_path / "pareto.png", SAMPLER_NAMES, HEADERS)
+    assert path.stat().st_size > 1000

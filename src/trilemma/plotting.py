@@ -230,6 +230,9 @@ def _draw_pareto_panel(ax, xs: np.ndarray, ys: np.ndarray, cvals: list | None, f
         lo, hi = float(xs.min()), float(xs.max())
         ax.set_xlim(lo / 10 ** 0.15, hi * 10 ** 0.15)  # room for the numbers beside the extreme points
         _plain_log_axis(ax.xaxis, *ax.get_xlim())
+    else:  # every row diverged (no finite score): an empty panel that says so, not a failed report
+        ax.set_xlim(1, 10)
+        ax.text(0.5, 0.5, "no row has a finite score", transform=ax.transAxes, ha="center", va="center")
     return sc
 
 
