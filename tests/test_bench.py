@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from helpers import DIGITS, TOY, write_config
 from trilemma.bench import BenchConfig, config_from_dict, expand_rows, load_grid, run_bench
+from trilemma.samplers import SAMPLER_INFO
 from trilemma.checkpoint import save_checkpoint
 from trilemma.cli import main
 from trilemma.config import load_config
@@ -40,9 +41,11 @@ def test_rows_expand_as_a_product_and_bad_rows_are_named(tmp_path):
         {"checkpoint": "a", "sampler": ["ddpm", "dpmpp"], "steps": 4},
     ]}, "grid.yaml")
     rows = expand_rows(cfg)
-    assert [(r.sampler, r.steps, r.sampler_options, r.spacing) for r in rows] == [
-        ("ddim", 10, {"eta": 0.0}, "leading"), ("ddim", 10, {"eta": 1.0}, "leading"), ("ddim", 5, {"eta": 0.0}, "leading"),
-        ("ddim", 5, {"eta": 1.0}, "leading"), ("ddpm", 4, {}, "leading"), ("dpmpp", 4, {}, "linspace")]
+    assert [(r.sampler, r.steps, r.sampler_options.get("eta"), r.spacing) for r in rows] == [
+        ("ddim", 10, 0.0, "leading"), ("ddim", 10, 1.0, "leading"), ("ddim", 5, 0.0, "leading"),
+        ("ddim", 5, 1.0, "leading"), ("ddpm", 4, None, "leading"), ("dpmpp", 4, None, "linspace")]
+    # every row carries all of its sampler's options (defaults filled in), and only those
+    assert all(set(r.sampler_options) == {o.name for o in SAMPLER_INFO[r.sampler].options} for r in rows)
     assert len({r.key for r in rows}) == len(rows)
     bad = [
         ({"checkpoint": "a", "sampler": "ddim", "steps": 5, "etaa": 1}, "rows[0]: unknown key 'etaa'"),

@@ -9,6 +9,7 @@ NFE the registry promises, independent of how they are split into batches. Sampl
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +20,7 @@ from trilemma.errors import TrilemmaError
 from trilemma.families import FAMILIES, build_family
 from trilemma.noise import initial_noise
 from trilemma.samplers import (
+    check_sampler_options,
     SAMPLER_INFO,
     all_sampler_options,
     check_sampler_supports,
@@ -224,3 +226,15 @@ def test_generate_refuses_another_samplers_option(toy_ddpm, sampler):
             continue
         with pytest.raises(TrilemmaError, match=f"{name}: not an option of sampler {sampler}"):
             generate(toy_ddpm, N, (2,), sampler=sampler, steps=STEPS, **{name: o.default})
+
+
+def test_sampler_options_accept_numpy_scalars_and_refuse_huge_numbers():
+    """An option's value may be a NumPy scalar of the right kind (as from a NumPy grid of etas); an integer beyond
+    float's range is refused with the option's one-line error, not an OverflowError."""
+    got = check_sampler_options("ddim", {"eta": np.float32(0.5), "clip_x0": np.bool_(True)}, "")
+    assert got == {"eta": 0.5, "clip_x0": True} and type(got["eta"]) is float and type(got["clip_x0"]) is bool
+    assert check_sampler_options("langevin", {"steps_per_level": np.int64(3)}, "")["steps_per_level"] == 3
+    with pytest.raises(TrilemmaError, match="step_size must be a number > 0"):
+        check_sampler_options("langevin", {"step_size": 10**400}, "")
+    with pytest.raises(TrilemmaError, match="steps_per_level must be an integer"):
+        check_sampler_options("langevin", {"steps_per_level": np.float64(2.0)}, "")

@@ -51,6 +51,11 @@ def test_ddgan_points_are_named_by_model_sampler_and_steps(pareto):
     assert pareto_row_name(ddgan, SAMPLER_NAMES) == "DDGAN T=4 · ancestral 4"
     ddim = {"label": "DDPM", "sampler": "ddim", "steps": 20, "eta": 1.0}
     assert pareto_row_name(ddim, SAMPLER_NAMES) == "DDPM · DDIM 20 η=1"
+    # a sampler option away from its default is named, whichever sampler declares it
+    assert pareto_row_name(ddim | {"clip_x0": True}, SAMPLER_NAMES) == "DDPM · DDIM 20 η=1 clip_x0"
+    assert pareto_row_name(ddim | {"clip_x0": False}, SAMPLER_NAMES) == "DDPM · DDIM 20 η=1"
+    langevin = {"label": "DDPM", "sampler": "langevin", "steps": 20, "eta": None, "steps_per_level": 2, "step_size": 0.5}
+    assert pareto_row_name(langevin, SAMPLER_NAMES) == "DDPM · Langevin 20 steps_per_level=2"
     key = all_texts(pareto).splitlines()
     assert any(line.endswith("DDGAN T=4 · ancestral 4") for line in key), key
     assert any(line.endswith("DDGAN T=1 · ancestral 1") for line in key), key

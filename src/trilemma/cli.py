@@ -192,9 +192,7 @@ def sample(ckpt, sampler, steps, spacing, num, batch_size, seed, noise, out, dev
     x_T = None if noise is None else read_noise_file(noise, ck.sample_shape)
     num = num if x_T is None else x_T.shape[0]
     spacing = spacing or default_spacing(sampler)
-    t0 = time.perf_counter()
-    x, nfe = _draw(ck, sampler, steps, spacing, opts, num, batch_size or num, seed, x_T, device, quiet)
-    seconds = time.perf_counter() - t0
+    x, nfe, seconds = _draw(ck, sampler, steps, spacing, opts, num, batch_size or num, seed, x_T, device, quiet)
     np.savez(raw, samples=x.numpy(), sampler=sampler, steps=steps, spacing=spacing, seed=seed, nfe=nfe, **opts)
     if out.suffix.lower() != ".npz":
         reference = None
@@ -207,8 +205,9 @@ def sample(ckpt, sampler, steps, spacing, num, batch_size, seed, noise, out, dev
 
 
 def _draw(ck, sampler, steps, spacing, opts, num, batch_size, seed, x_T, device, quiet):
-    """`trilemma sample`'s samples (decoded, on the CPU, all finite) and NFE per sample, batch by batch with a
-    progress bar: per batch when there are several, else per network evaluation of the one batch."""
+    """`trilemma sample`'s samples (decoded, on the CPU, all finite), NFE per sample and the sampling seconds
+    (model loading excluded), batch by batch with a progress bar: per batch when there are several, else per
+    network evaluation of the one batch."""
     import torch
     from tqdm.auto import tqdm
 
@@ -227,7 +226,7 @@ def _draw(ck, sampler, steps, spacing, opts, num, batch_size, seed, x_T, device,
     batches = -(-num // batch_size)
     total, unit = (batches, "batch") if batches > 1 else (SAMPLER_INFO[sampler].nfe(grid, opts), "NFE")
     bar = tqdm(total=total, desc=f"sample {sampler}-{steps}", unit=unit, disable=quiet, dynamic_ncols=True, leave=False)
-    xs = []
+    xs, t0 = [], time.perf_counter()
     for i in range(0, num, batch_size):
         k = min(batch_size, num - i)
         xs.append(decode(generate(den, k, ck.sample_shape, sampler=sampler, steps=steps, spacing=spacing, seed=seed,
@@ -236,11 +235,12 @@ def _draw(ck, sampler, steps, spacing, opts, num, batch_size, seed, x_T, device,
         if batches > 1:
             bar.update(1)
     bar.close()
+    seconds = time.perf_counter() - t0
     x = torch.cat(xs)
     bad = int((~torch.isfinite(x.flatten(1)).all(1)).sum())
     if bad:
         raise TrilemmaError(f"{bad} of {num} samples are not finite (NaN or infinity); nothing was written")
-    return x, den.nfe // batches
+    return x, den.nfe // batches, seconds
 
 
 @main.command()

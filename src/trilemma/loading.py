@@ -10,7 +10,7 @@ from torch import nn
 from .errors import TrilemmaError
 from .families import FAMILIES, build_family
 
-__all__ = ["data_shape_of", "loaded_family", "denoiser_from_checkpoint", "autoencoder_from_checkpoint",
+__all__ = ["data_shape_of", "loaded_family", "denoiser_from_checkpoint", "autoencoder_from_checkpoint", "decoder_of",
            "sampler_from_checkpoint", "no_bound_reason", "bound_from_checkpoint"]
 
 
@@ -45,6 +45,11 @@ def autoencoder_from_checkpoint(ck, device=None, where: str = ""):
     if ck.cfg.family != "autoencoder":
         raise TrilemmaError(f"{where}{ck.path} is a {ck.cfg.family} checkpoint, not an autoencoder")
     return loaded_family(ck, device).modules["ae"]
+
+
+def decoder_of(family):
+    """samples -> data space: `family.decode` (kept for code written before `families.base.Family`)."""
+    return family.decode
 
 
 def sampler_from_checkpoint(ck, device=None):

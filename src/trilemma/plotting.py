@@ -87,13 +87,18 @@ def save_samples(x: torch.Tensor, path: str | Path, reference: torch.Tensor | No
 
 
 def pareto_row_name(row: dict, sampler_names: dict) -> str:
-    """'DDGAN T=4 · ancestral 4', 'DDPM · DDIM 20 η=1': the model's label, the sampler and its steps. The
+    """'DDGAN T=4 · ancestral 4', 'DDPM · DDIM 20 η=1': the model's label, the sampler, its steps and options. The
     sampler "ddpm" is the ancestral sampler whichever model runs it, so its "DDPM" is left to the label."""
     name = sampler_names.get(row["sampler"], row["sampler"])
     if row["sampler"] == "ddpm" and name.startswith("DDPM "):
         name = name[len("DDPM "):]
+    from .samplers import all_sampler_options
+
     eta = f" η={row['eta']:g}" if row.get("eta") is not None else ""  # DDIM rows, η=0 too
-    return f"{row['label']} · {name} {row['steps']}{eta}"
+    # any other sampler option the row sets away from its default: "clip_x0", "steps_per_level=2"
+    extra = "".join(f" {k}" if v is True else f" {k}={v:g}" for k, o in all_sampler_options().items()
+                    if k != "eta" and (v := row.get(k)) is not None and v != o.default)
+    return f"{row['label']} · {name} {row['steps']}{eta}{extra}"
 
 
 def _plain_log_axis(axis, lo: float, hi: float) -> None:

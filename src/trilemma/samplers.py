@@ -16,10 +16,12 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import numbers
 import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Callable
 
+import numpy as np
 import torch
 
 from .denoiser import draws_x0, seed_latents
@@ -91,11 +93,18 @@ class SamplerOption:
         return what
 
     def accepts(self, v) -> bool:
-        if isinstance(v, bool) != (self.type is bool):
+        """Whether `v` is a value of this option: its type (NumPy scalars included; an int for a float, never a
+        bool for a number) and within its rule."""
+        if isinstance(v, (bool, np.bool_)) != (self.type is bool):
             return False
         if self.type is bool:
             return True
-        if not isinstance(v, int if self.type is int else (int, float)) or not math.isfinite(v):
+        if not isinstance(v, numbers.Integral if self.type is int else numbers.Real):
+            return False
+        try:
+            if self.type is float and not math.isfinite(float(v)):
+                return False
+        except OverflowError:  # an int beyond float's range
             return False
         r = self.rule
         return ((r.low is None or (v > r.low if r.above else v >= r.low)) and (r.high is None or v <= r.high))
