@@ -13,7 +13,8 @@ from torch.nn import functional as F
 
 from .denoiser import append_dims
 
-__all__ = ["LN2", "BoundTerms", "bits_per_dim", "decoder_logits", "decoder_nll", "gaussian_kl", "level_grid", "prior_kl"]
+__all__ = ["LN2", "BoundTerms", "bits_per_dim", "decoder_logits", "decoder_nll", "gaussian_kl", "level_grid",
+           "prior_kl"]
 
 LN2 = math.log(2.0)
 

@@ -158,4 +158,5 @@ def check_unique(rows: list[BenchRow], where: str) -> None:
     keys = [r.key for r in rows]
     dup = {k for k in keys if keys.count(k) > 1}
     if dup:
-        _fail(where, f"rows repeat the same model x sampler x steps: {', '.join(sorted(dup))} (give each model a label)")
+        _fail(where, f"rows repeat the same model x sampler x steps: {', '.join(sorted(dup))} "
+                     "(give each model a label)")

@@ -175,12 +175,12 @@ def _load_rows(cfg: BenchConfig) -> tuple[list[BenchRow], dict]:
     return rows, ckpts
 
 
-def _data_row(cfg: BenchConfig, scorer: Scorer, out_dir: Path, ref_plot) -> RowResult:
+def _data_row(cfg: BenchConfig, scorer: Scorer, out_dir: Path) -> RowResult:
     """The data's own score (train split against the reference) as the table's first row."""
     from ..plotting import save_samples
 
-    shown = scorer.train.x[: (cfg.num_samples if scorer.kind == "points" else cfg.grid_images)]
-    img = save_samples(shown, out_dir / "samples" / "data.png", ref_plot, title="data (train split)")
+    img = save_samples(scorer.shown(scorer.train.x), out_dir / "samples" / "data.png", scorer.plot_reference,
+                       title="data (train split)")
     return RowResult("data", f"data (train vs {cfg.reference_split})", "-", 0, None, 0, None, None, None,
                      str(img.relative_to(out_dir)), floor=True, metrics=scorer.floor(cfg.seeds))
 
@@ -188,9 +188,9 @@ def _data_row(cfg: BenchConfig, scorer: Scorer, out_dir: Path, ref_plot) -> RowR
 class _Runner:
     """Runs rows one by one: each checkpoint's denoiser built once, each seed's x_T drawn once per sample shape."""
 
-    def __init__(self, cfg: BenchConfig, ckpts: dict, scorer: Scorer, device, out_dir: Path, bar, ref_plot):
-        self.cfg, self.ckpts, self.scorer, self.device, self.out_dir = cfg, ckpts, scorer, device, out_dir
-        self.bar, self.ref_plot = bar, ref_plot
+    def __init__(self, cfg: BenchConfig, ckpts: dict, scorer: Scorer, device, out_dir: Path, bar):
+        self.cfg, self.ckpts, self.scorer, self.device = cfg, ckpts, scorer, device
+        self.out_dir, self.bar = out_dir, bar
         self.dens: dict[str, tuple] = {}
         self.x_T: dict[tuple, torch.Tensor] = {}  # (seed, sample shape) -> the x_T every row of that shape starts from
         self.data_cfg = ckpts[next(iter(ckpts))].cfg.data
@@ -243,8 +243,8 @@ class _Runner:
         res = RowResult(row.key, row.label, row.sampler, row.steps, row.spacing, nfe, None, None, None, "",
                         checkpoint=row.checkpoint, sampler_options=dict(row.sampler_options),
                         metrics={**average(per_seed), **bpd.get(row.checkpoint, {})})
-        n = len(shown) if self.scorer.kind == "points" else self.cfg.grid_images
-        img = save_samples(shown[:n], self.out_dir / "samples" / f"{row.key}.png", self.ref_plot,
+        img = save_samples(self.scorer.shown(shown), self.out_dir / "samples" / f"{row.key}.png",
+                           self.scorer.plot_reference,
                            title=f"{pareto_row_name(res.to_dict(), SAMPLER_NAMES)} ({nfe} NFE)")
         total = float(np.sum(secs))
         res.image = str(img.relative_to(self.out_dir))
@@ -268,11 +268,10 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
     scorer = make_scorer(ckpts[rows[0].checkpoint].cfg.data, cfg, device)
     env = environment(device)
     (out_dir / "samples").mkdir(exist_ok=True)
-    ref_plot = scorer.reference.x[: min(len(scorer.reference), 2000)] if scorer.kind == "points" else None
-    results = [_data_row(cfg, scorer, out_dir, ref_plot)]
+    results = [_data_row(cfg, scorer, out_dir)]
     bpd = _bits_per_dim(cfg, ckpts, scorer.reference.x, device, progress) if cfg.bpd else {}
     bar = tqdm(rows, desc="bench", disable=not progress, dynamic_ncols=True)
-    runner = _Runner(cfg, ckpts, scorer, device, out_dir, bar, ref_plot)
+    runner = _Runner(cfg, ckpts, scorer, device, out_dir, bar)
     for row in bar:
         bar.set_postfix_str(f"{row.label} {row.sampler}-{row.steps}")
         results.append(runner.row(row, bpd, progress))

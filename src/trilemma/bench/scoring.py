@@ -26,6 +26,7 @@ class Scorer:
     quality: str
     diversity: str | None
     lower_is_better: bool
+    plot_reference: torch.Tensor | None = None  # drawn under a row's samples (points), or nothing (images)
 
     def __init__(self, data_cfg, cfg, device: torch.device):
         from ..data import load_dataset
@@ -33,7 +34,6 @@ class Scorer:
         self.cfg, self.device = cfg, device
         self.reference = load_dataset(data_cfg, cfg.reference_split)
         self.train = load_dataset(data_cfg, "train" if cfg.reference_split == "test" else "test")
-        self.kind = self.reference.kind
 
     def score(self, x: torch.Tensor, seed: int) -> dict:
         """All metrics of one sample set x (N, ...) against the reference; a set with a non-finite sample
@@ -44,6 +44,10 @@ class Scorer:
         return self.metrics(x, seed)
 
     def metrics(self, x: torch.Tensor, seed: int) -> dict:
+        raise NotImplementedError
+
+    def shown(self, x: torch.Tensor) -> torch.Tensor:
+        """The samples a row's picture shows."""
         raise NotImplementedError
 
     def floor(self, seeds: list[int]) -> dict:
@@ -72,6 +76,10 @@ class PointScorer(Scorer):
         self.ref_x = self.reference.x[: cfg.num_samples]
         self.quality, self.diversity = ("high_quality_%", "modes") if self.modes else ("SW", None)
         self.lower_is_better = self.modes is None
+        self.plot_reference = self.reference.x[:2000]
+
+    def shown(self, x):
+        return x[: self.cfg.num_samples]  # a scatter plot of every sample
 
     def metrics(self, x, seed):
         out = {}
@@ -98,6 +106,9 @@ class ImageScorer(Scorer):
         self.ref_radii = {k: M.knn_radii(torch.from_numpy(self.ref_f), k) for k in (3, 5)}
         self.num_classes = ref_logits.shape[1]
         self.quality, self.diversity, self.lower_is_better = self.fd_name, "recall", True
+
+    def shown(self, x):
+        return x[: self.cfg.grid_images]  # a grid of the first images
 
     def metrics(self, x, seed):
         from ..features import extract_features
