@@ -53,7 +53,7 @@ LATENT = {
 SAMPLING = [name for name, cls in FAMILIES.items() if cls.no_sampler_reason is None]
 CASES = SAMPLING + [f"latent-{name}" for name in SAMPLING]
 # samplers that draw noise at their default options on a grid of more than one step (ddim's eta is 0)
-STOCHASTIC = {"ddpm", "ancestral", "langevin"}
+STOCHASTIC = {"ddpm", "ancestral", "langevin", "consistency"}  # fresh noise at every step but the last
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,11 @@ def test_family_sampler(case, sampler, request, tmp_path):
         assert torch.equal(same_start, x), "a deterministic run depends on x_T only"
 
     split = torch.cat([run(SPLIT), run(N - SPLIT, first_index=SPLIT)])
-    torch.testing.assert_close(split, x, **SPLIT_TOL, msg=lambda m: f"samples depend on the batch split: {m}")
+    # float32 rounding of the network differs between batch shapes; it reaches the samples through the largest
+    # intermediate x0_hat (an untrained eps-net's x0_hat = (z - sigma eps_hat) / alpha is ~1 / alpha_1 at t = 1)
+    scale = max(1.0, max(c["denoised"].abs().max().item() for c in seen))
+    tol = {k: v * scale if k == "atol" else v for k, v in SPLIT_TOL.items()}
+    torch.testing.assert_close(split, x, **tol, msg=lambda m: f"samples depend on the batch split: {m}")
 
 
 def test_families_without_a_sampler_say_why(tmp_path):

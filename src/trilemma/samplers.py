@@ -35,6 +35,7 @@ __all__ = [
     "sample_ddim_inverse",
     "sample_dpmpp_2m",
     "sample_langevin",
+    "sample_consistency",
     "slerp",
     "ddim_interpolate",
     "SAMPLERS",
@@ -253,6 +254,22 @@ def sample_dpmpp_2m(denoiser, schedule: Schedule, x, ts, *, generator=None, call
     return x
 
 
+@torch.no_grad()
+def sample_consistency(denoiser, schedule: Schedule, x, ts, *, generator=None, callback: Callback = None):
+    """Multistep consistency sampling (Song et al. 2023, Alg. 1): x0 = f(z_t, t) from the denoiser (a consistency
+    model maps any point of a trajectory to its end), then fresh noise to the next grid time,
+    z_s = alpha_s x0 + sigma_s eps, independent of z_t; the last step returns x0. One step from t_max is one
+    network evaluation; each further step trades time for quality."""
+    t_list = _grid_list(ts)
+    alpha, sigma, _ = _levels(schedule, t_list)
+    for i, t in enumerate(t_list[:-1]):
+        x0 = denoiser(x, t)
+        x = x0 if t_list[i + 1] == 0 else alpha[i + 1] * x0 + sigma[i + 1] * randn_like(x0, generator)
+        if callback is not None:
+            callback({"i": i, "t": t, "x": x, "denoised": x0})
+    return x
+
+
 @checked
 @torch.no_grad()
 def sample_langevin(denoiser, schedule: Schedule, x, ts, *,
@@ -310,7 +327,8 @@ class SamplerInfo:
 
 # The samplers by name: a new sampler is its function plus one line here. DPM-Solver's linspace grid (Lu et al.
 # 2022) for dpmpp; noise levels evenly spaced in log-SNR for langevin (the geometric sigmas of Song & Ermon 2019);
-# diffusers' leading grid for the others.
+# trailing for consistency (its first step starts at t = 1, where one-step sampling must); diffusers' leading grid
+# for the others.
 SAMPLER_INFO: dict[str, SamplerInfo] = {
     "ddpm": SamplerInfo(sample_ancestral, "DDPM ancestral"),
     "ancestral": SamplerInfo(sample_ancestral, "ancestral"),
@@ -318,6 +336,7 @@ SAMPLER_INFO: dict[str, SamplerInfo] = {
     "dpmpp": SamplerInfo(sample_dpmpp_2m, "DPM-Solver++(2M)", spacing="linspace"),
     "langevin": SamplerInfo(sample_langevin, "Langevin", spacing="logsnr", needs_score=True,
                             extra_nfe=lambda steps, o: steps * (o["steps_per_level"] - 1) + 1),  # + the final denoise
+    "consistency": SamplerInfo(sample_consistency, "consistency", spacing="trailing"),  # trailing: the first step is t = 1
 }
 SAMPLERS = {name: info.fn for name, info in SAMPLER_INFO.items()}
 
