@@ -5,12 +5,14 @@ checkpoint's config names and loads its EMA weights into it.
 
 from __future__ import annotations
 
+import json
+
 from torch import nn
 
 from .errors import TrilemmaError
 from .families import FAMILIES, build_family
 
-__all__ = ["data_shape_of", "loaded_family", "denoiser_from_checkpoint", "autoencoder_from_checkpoint", "decoder_of",
+__all__ = ["checkpoint_sha256", "check_recorded_sha256", "data_shape_of", "loaded_family", "denoiser_from_checkpoint", "autoencoder_from_checkpoint", "decoder_of",
            "sampler_from_checkpoint", "no_bound_reason", "bound_from_checkpoint"]
 
 
@@ -80,3 +82,30 @@ def bound_from_checkpoint(ck, device=None):
         raise TrilemmaError(f"{ck.path}: {reason}")
     family = loaded_family(ck, device)
     return (lambda x, u, eps, eps_0: family.terms(family.modules, x, u, eps, eps_0)), family.to_bpd, family.bound_name()
+
+
+def checkpoint_sha256(ck, sections: tuple[str, ...] | None = None) -> str:
+    """What a model built on another checkpoint depends on (a latent model's autoencoder, a student's teacher):
+    SHA-256 over the checkpoint's weights file and its config (the named sections; by default every section
+    but `train` and `sample`, which do not change what the weights compute). One section is hashed as itself,
+    as latent checkpoints have always recorded it."""
+    from .config import to_dict
+    from .paths import sha256_file
+
+    cfg = to_dict(ck.cfg)
+    keep = sections or tuple(k for k in cfg if k not in ("train", "sample"))
+    h = sha256_file(ck.path / "model.safetensors")
+    h.update(json.dumps(cfg[keep[0]] if len(keep) == 1 else {k: cfg[k] for k in keep}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def check_recorded_sha256(meta: dict | None, key: str, sha: str, where: str, path, what: str, fix: str) -> None:
+    """A checkpoint built on another records its SHA-256 under meta[key]["sha256"]; refuse (one line) when the
+    checkpoint found at `path` now has another (retrained or replaced). Nothing to check for a new run (meta None)."""
+    if meta is None:
+        return
+    recorded = meta.get(key)
+    recorded = recorded.get("sha256") if isinstance(recorded, dict) else None
+    if recorded != sha:
+        raise TrilemmaError(f"{where}: trained on the {what} with SHA-256 {str(recorded)[:16]}..., but {path} has "
+                            f"{sha[:16]}... (retrained or replaced); {fix}")

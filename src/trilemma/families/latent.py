@@ -11,16 +11,13 @@ that differs.
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import torch
 from torch import nn
 
 from ..checkpoint import load_checkpoint
-from ..config import to_dict
 from ..data import Dataset
 from ..errors import TrilemmaError
-from ..paths import sha256_file
 from .autoencoder import encode_all
 from .base import Family
 
@@ -28,12 +25,12 @@ from .base import Family
 def autoencoder_sha256(ck) -> str:
     """What a latent model was trained on: SHA-256 over the autoencoder checkpoint's weights file and its
     `autoencoder` config section (settings such as norm_groups change the computation, not the weight shapes)."""
-    h = sha256_file(ck.path / "model.safetensors")
-    h.update(json.dumps(to_dict(ck.cfg)["autoencoder"], sort_keys=True).encode())
-    return h.hexdigest()
+    from ..loading import checkpoint_sha256
+
+    return checkpoint_sha256(ck, ("autoencoder",))
 
 
-def _same_images(a, b) -> bool:
+def same_images(a, b) -> bool:
     """Whether two data configs give the same images (the data directory matters only for a folder)."""
     if a.name != "folder":
         a, b = dataclasses.replace(a, root=None), dataclasses.replace(b, root=None)
@@ -59,17 +56,13 @@ class LatentFamily(Family):
     """
 
     def __init__(self, inner_cls, cfg, data_shape: tuple[int, ...], meta: dict | None = None, where: str = "config"):
+        from ..loading import check_recorded_sha256
+
         self.ae, ae_ck, self.autoencoder_sha256 = load_autoencoder(cfg.latent.autoencoder)
-        if meta is not None:
-            recorded = meta.get("autoencoder")
-            recorded = recorded.get("sha256") if isinstance(recorded, dict) else None
-            if recorded != self.autoencoder_sha256:
-                raise TrilemmaError(
-                    f"{where}: trained on the autoencoder with SHA-256 {str(recorded)[:16]}..., but "
-                    f"{ae_ck.path} has {self.autoencoder_sha256[:16]}... (retrained or replaced); point "
-                    "latent.autoencoder at the autoencoder this model was trained on")
+        check_recorded_sha256(meta, "autoencoder", self.autoencoder_sha256, where, ae_ck.path, "autoencoder",
+                              "point latent.autoencoder at the autoencoder this model was trained on")
         ae_data = ae_ck.cfg.data
-        if not _same_images(ae_data, cfg.data) or tuple(self.ae.data_shape) != tuple(data_shape):
+        if not same_images(ae_data, cfg.data) or tuple(self.ae.data_shape) != tuple(data_shape):
             raise TrilemmaError(f"latent.autoencoder: {ae_ck.path} was trained on {ae_data.name} images of shape "
                                 f"{tuple(self.ae.data_shape)}, not on this config's {cfg.data.name} {tuple(data_shape)}")
         if cfg.family == "vdm" and cfg.vdm.fourier:
@@ -101,14 +94,19 @@ class LatentFamily(Family):
         z = encode_all(self.ae.to(device), data.x, device=device, progress=progress, desc="encode latents")
         return Dataset(x=z, y=data.y, kind="latents", name=f"{data.name} latents")
 
+    def latents(self, x: torch.Tensor) -> torch.Tensor:
+        """A training batch as latents: itself with `latent.cache` (the loader draws cached latents), else the
+        batch encoded, once per batch rather than once per phase (ddgan)."""
+        if self.cfg.latent.cache:
+            return x
+        if self._encoded is None or self._encoded[0] is not x:
+            with torch.no_grad():
+                self._encoded = (x, self.ae.to(x.device).encode(x))
+        return self._encoded[1]
+
     def loss(self, phase: str, modules: nn.ModuleDict, x: torch.Tensor, rng, step: int) -> torch.Tensor:
         """The inner family's per-sample loss on the batch's latents."""
-        if not self.cfg.latent.cache:
-            if self._encoded is None or self._encoded[0] is not x:  # once per batch, not once per phase (ddgan)
-                with torch.no_grad():
-                    self._encoded = (x, self.ae.to(x.device).encode(x))
-            x = self._encoded[1]
-        return self.inner.loss(phase, modules, x, rng, step)
+        return self.inner.loss(phase, modules, self.latents(x), rng, step)
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
