@@ -50,6 +50,11 @@ LATENT = {
               "gan": {"latent_dim": 4, "d_channels": [8], "tanh": False}},
 }
 
+# a distilled student of a teacher trained for one step (the fixtures below set distill.teacher)
+PIXEL["distill"] = {"family": "distill", "data": TOY["data"], "distill": {"student_steps": 2}}
+LATENT["distill"] = {"family": "distill", "data": {"name": "digits"}, "distill": {"student_steps": 2}}
+ONE_STEP = {"steps": 1, "batch_size": 16, "warmup": 0, "save_every": 0}
+
 SAMPLING = [name for name, cls in FAMILIES.items() if cls.no_sampler_reason is None]
 CASES = SAMPLING + [f"latent-{name}" for name in SAMPLING]
 # samplers that draw noise at their default options on a grid of more than one step (ddim's eta is 0)
@@ -64,6 +69,23 @@ def ae_run(tmp_path_factory):
     return d / "ae"
 
 
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory):
+    """The toy DDPM trained for one step: a teacher for the pixel distill case."""
+    d = tmp_path_factory.mktemp("teacher")
+    train(load_config(write_config(d / "t.yaml", TOY, train=ONE_STEP)), d / "t", progress=False)
+    return d / "t"
+
+
+@pytest.fixture(scope="module")
+def latent_teacher_run(tmp_path_factory, ae_run):
+    """A latent DDPM on the autoencoder's latents, trained for one step: a teacher for the latent distill case."""
+    d = tmp_path_factory.mktemp("latent-teacher")
+    cfg = write_config(d / "t.yaml", LATENT["ddpm"], latent={"autoencoder": str(ae_run)}, train=ONE_STEP)
+    train(load_config(cfg), d / "t", progress=False)
+    return d / "t"
+
+
 def build(case: str, request, tmp_path):
     """(family with seeded untrained weights in eval mode, its grid's step count) for a case of CASES."""
     latent = case.startswith("latent-")
@@ -72,6 +94,9 @@ def build(case: str, request, tmp_path):
     if name not in table:
         pytest.fail(f"family {name} can sample but has no {'latent' if latent else 'pixel'} config in this test")
     sections = {"latent": {"autoencoder": str(request.getfixturevalue("ae_run"))}} if latent else {}
+    if name == "distill":  # the student's latent space is its teacher's
+        teacher = request.getfixturevalue("latent_teacher_run" if latent else "teacher_run")
+        sections = {"distill": {**table[name]["distill"], "teacher": str(teacher)}}
     cfg = load_config(write_config(tmp_path / f"{case}.yaml", table[name], **sections))
     torch.manual_seed(0)
     family = build_family(cfg, (1, 8, 8) if latent else (2,))

@@ -102,6 +102,16 @@ class LatentConfig:
 
 
 @dataclass
+class DistillConfig:
+    """A few-step student distilled from a trained teacher (family distill). The student is the teacher's model
+    (its architecture, schedule and prediction) started from the teacher's EMA weights."""
+
+    teacher: str = ""  # a ddpm or vdm run or checkpoint directory (pixel or latent), or an earlier distill round
+    method: str = "progressive"  # progressive (Salimans & Ho 2022)
+    student_steps: int = 64  # progressive: the student's DDIM steps on the trailing grid; the teacher takes twice as many
+
+
+@dataclass
 class TrainConfig:
     steps: int = 10_000  # optimizer steps
     batch_size: int = 256  # per process
@@ -155,6 +165,7 @@ class Config:
     vdm: VDMConfig = field(default_factory=VDMConfig)  # family vdm only
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)  # family autoencoder only
     latent: LatentConfig = field(default_factory=LatentConfig)  # ddpm, vdm, ddgan on an autoencoder's latents
+    distill: DistillConfig = field(default_factory=DistillConfig)  # family distill only
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
 
@@ -248,6 +259,7 @@ RANGES: dict[str, tuple] = {
     "train.mixed_precision": ("no", "fp16", "bf16"), "train.tracker": ("none", "tensorboard"),
     "sample.steps": POSITIVE, "sample.n": POSITIVE,  # the sampler's options: `sample_options`
     "vdm.shape_loss": ("variance", "bound"), "autoencoder.recon": ("l1", "l2"),
+    "distill.method": ("progressive",), "distill.student_steps": POSITIVE,
     "model.prediction": ("eps", "v", "x0"),
     "schedule.num_timesteps": POSITIVE, "schedule.beta_start": (0.0, 0.999, "exclusive"), "schedule.beta_end": (0.0, 0.999, "exclusive"),
     "schedule.beta_min": (0.0, None), "schedule.beta_max": OVER_ZERO, "schedule.grid_eps": (0.0, 0.999),

@@ -10,10 +10,12 @@ from .autoencoder import AutoencoderFamily
 from .base import Family
 from .ddgan import DDGAN, GANDenoiser
 from .ddpm import DDPM, ddpm_loss
+from .distill import Distillation
 from .latent import LatentFamily
 from .vdm import VDM, VDMDenoiser
 
-FAMILIES: dict[str, type[Family]] = {"ddpm": DDPM, "ddgan": DDGAN, "vdm": VDM, "autoencoder": AutoencoderFamily}
+FAMILIES: dict[str, type[Family]] = {"ddpm": DDPM, "ddgan": DDGAN, "vdm": VDM, "autoencoder": AutoencoderFamily,
+                                     "distill": Distillation}
 
 
 def build_family(cfg, data_shape: tuple[int, ...], meta: dict | None = None, where: str = "config") -> Family:
@@ -22,6 +24,8 @@ def build_family(cfg, data_shape: tuple[int, ...], meta: dict | None = None, whe
     finds)."""
     if cfg.family not in FAMILIES:
         raise TrilemmaError(f"family {cfg.family!r} is not one of {', '.join(FAMILIES)}")
+    if cfg.family == "distill":  # a student of the teacher it names (its own latent section stays empty)
+        return Distillation(cfg, data_shape, meta, where)
     if cfg.latent.autoencoder and cfg.family != "autoencoder":
         return LatentFamily(FAMILIES[cfg.family], cfg, data_shape, meta, where)
     return FAMILIES[cfg.family](cfg, data_shape)
@@ -37,5 +41,5 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["DDPM", "DDGAN", "VDM", "VDMDenoiser", "GANDenoiser", "AutoencoderFamily", "Family", "LatentFamily",
+__all__ = ["DDPM", "DDGAN", "VDM", "VDMDenoiser", "GANDenoiser", "AutoencoderFamily", "Distillation", "Family", "LatentFamily",
            "FAMILIES", "build_family", "ddpm_loss"]

@@ -1,0 +1,127 @@
+"""Few-step students distilled from a trained diffusion model (family distill).
+
+The student is its teacher's model (architecture, schedule, prediction; pixel or latent) started from the
+teacher's EMA weights. The teacher is pinned like a latent model's autoencoder: the checkpoint records its path
+and a SHA-256 of its weights and config, and loading, sampling and --resume refuse a teacher that has changed.
+
+progressive (Salimans & Ho, ICLR 2022): one round teaches the student to take in one DDIM step what the teacher
+takes in two, on the trailing grid of `student_steps` steps (the teacher's grid has twice as many; the two nest).
+The target is `distillation.progressive_target`, the loss its x-space error weighted by max(SNR, 1). A round's
+checkpoint is the teacher of the next round (64 -> 32 -> ... -> 1): name it as distill.teacher.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import nn
+
+from ..denoiser import append_dims
+from ..distillation import progressive_target, truncated_snr_weight
+from ..errors import TrilemmaError
+from ..schedules import alpha_sigma, time_grid
+from .base import Family
+from .latent import LatentFamily, same_images
+
+TEACHER_FAMILIES = ("ddpm", "vdm", "distill")
+FROM_TEACHER = ("schedule", "model", "gan", "vdm", "autoencoder", "latent")  # config sections the student inherits
+
+
+class Distillation(Family):
+    """A student of `cfg.distill.teacher` trained by `cfg.distill.method`; `meta` is the config.json of a student
+    checkpoint being loaded or resumed (its recorded teacher must be the one found at the path)."""
+
+    phases = {"model": ("net",)}  # the network only: the schedule (learned or not) stays the teacher's
+
+    def __init__(self, cfg, data_shape: tuple[int, ...], meta: dict | None = None, where: str = "config"):
+        from ..checkpoint import load_checkpoint
+        from ..loading import check_recorded_sha256, checkpoint_sha256, loaded_family
+        from . import build_family
+
+        super().__init__(cfg, data_shape)
+        d = cfg.distill
+        if not d.teacher:
+            raise TrilemmaError("distill.teacher: name the run or checkpoint directory of the model to distill")
+        _check_inherited_sections(cfg)
+        ck = load_checkpoint(d.teacher)
+        if ck.cfg.family not in TEACHER_FAMILIES:
+            raise TrilemmaError(f"distill.teacher: {ck.path} is a {ck.cfg.family} checkpoint; a teacher is a ddpm "
+                                "or vdm model, or an earlier distill round")
+        self.teacher_sha256 = checkpoint_sha256(ck)
+        check_recorded_sha256(meta, "teacher", self.teacher_sha256, where, ck.path, "teacher",
+                              "point distill.teacher at the model this student was distilled from")
+        # the same data: toy points exactly (n, seed and scale are the data), images up to where they are stored
+        if not (ck.cfg.data == cfg.data or (cfg.data.name != "toy2d" and same_images(ck.cfg.data, cfg.data))):
+            raise TrilemmaError(f"data: the teacher {ck.path} was trained on other data ({ck.cfg.data.name}); a "
+                                "student learns on its teacher's data (copy the teacher's data section)")
+        self.teacher = loaded_family(ck)
+        self.teacher.modules.requires_grad_(False)
+        root = self.teacher.student if isinstance(self.teacher, Distillation) else self.teacher
+        self.student = build_family(root.cfg, data_shape, None, str(ck.path))  # the teacher's model, untrained
+        self.student.modules.load_state_dict(self.teacher.modules.state_dict())  # ... started from its weights
+        self.modules, self.sample_shape = self.student.modules, self.student.sample_shape
+        self.data_shape = tuple(data_shape)  # what `decode` gives (a latent student's images)
+        self.root_cfg = root.cfg
+        self.teacher_path, self.teacher_family = str(ck.path), ck.cfg.family
+        self.ts, self.tt = _nested_grids(self.student.denoiser(self.modules).schedule, d.student_steps)
+
+    def ema_names(self) -> list[str]:
+        return self.student.ema_names()
+
+    def denoiser(self, modules: nn.ModuleDict):
+        return self.student.denoiser(modules)
+
+    def training_data(self, data, device, progress: bool = False):
+        return self.student.training_data(data, device, progress)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.student.decode(x)
+
+    def checkpoint_meta(self, ema: nn.ModuleDict) -> dict:
+        teacher = {"path": self.cfg.distill.teacher, "sha256": self.teacher_sha256, "family": self.teacher_family,
+                   "steps": 2 * self.cfg.distill.student_steps}
+        return {**self.student.checkpoint_meta(ema), "teacher": teacher}
+
+    def loss(self, phase: str, modules: nn.ModuleDict, x: torch.Tensor, rng, step: int) -> torch.Tensor:
+        """Per-sample progressive distillation loss: max(SNR_t, 1) ||x~ - x0_hat_student(z_t, t)||^2 (mean over
+        dimensions) at a student grid time t drawn uniformly, z_t = alpha_t x + sigma_t eps."""
+        if isinstance(self.student, LatentFamily):
+            x = self.student.latents(x)
+        n = self.cfg.distill.student_steps
+        j = (rng.rand(x.shape[0]) * n).floor().long().clamp(max=n - 1)  # (B,) student step index
+        ts, tt = self.ts.to(x.device), self.tt.to(x.device)
+        t, t_mid, s = ts[j], tt[2 * j + 1], ts[j + 1]
+        student = self.student.denoiser(modules)
+        a, sg = (append_dims(v, x) for v in alpha_sigma(student.schedule, t))
+        z = a * x + sg * rng.randn(x.shape)
+        teacher = self.teacher.denoiser(self.teacher.modules.to(x.device))
+        target = progressive_target(teacher, student.schedule, z, t, t_mid, s)
+        w = truncated_snr_weight(student.schedule, t, x)
+        return w * (student(z, t) - target).square().flatten(1).mean(1)
+
+
+def _check_inherited_sections(cfg) -> None:
+    """A student's model is its teacher's: a config that sets one of those sections would be silently ignored."""
+    from ..config import Config, to_dict
+
+    mine, default = to_dict(cfg), to_dict(Config())
+    for sec in FROM_TEACHER:
+        if mine[sec] != default[sec]:
+            raise TrilemmaError(f"{sec}: a distill student takes its teacher's {sec}; remove the {sec} section")
+
+
+def _nested_grids(schedule, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The student's trailing grid of `steps` steps and the teacher's of 2 * steps, whose even entries are the
+    student's (each student step t -> s spans the teacher's t -> t_mid -> s)."""
+    try:
+        ts, tt = time_grid(schedule, steps, "trailing"), time_grid(schedule, 2 * steps, "trailing")
+    except TrilemmaError as e:
+        raise TrilemmaError(f"distill.student_steps: {e}") from None
+    if len(tt) != 2 * steps + 1 or not torch.equal(tt[::2], ts):
+        raise TrilemmaError(f"distill.student_steps: the trailing grids of {steps} and {2 * steps} steps do not nest "
+                            "on this schedule")
+    return ts, tt
+
+
+__all__ = ["Distillation", "TEACHER_FAMILIES", "FROM_TEACHER"]

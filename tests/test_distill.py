@@ -1,0 +1,121 @@
+"""Family distill: a progressive-distillation student of a trained teacher, its pinned teacher and its rounds."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import TOY, assert_one_line_error, run, write_config
+from trilemma.checkpoint import load_checkpoint
+from trilemma.config import load_config
+from trilemma.errors import TrilemmaError
+from trilemma.families import build_family
+from trilemma.loading import denoiser_from_checkpoint
+from trilemma.training import train
+
+TEACHER = {**TOY, "model": {"prediction": "v", "hidden": 32, "depth": 2}, "train": {**TOY["train"], "steps": 20}}
+
+
+def student_config(teacher: Path, student_steps: int = 2, **train_cfg) -> dict:
+    steps = student_steps
+    return {"family": "distill", "data": TOY["data"], "distill": {"teacher": str(teacher), "student_steps": steps},
+            "train": {"steps": 4, "batch_size": 64, "lr": 1e-4, "warmup": 0, "save_every": 0, "log_every": 1,
+                      **train_cfg},
+            "sample": {"sampler": "ddim", "steps": steps, "spacing": "trailing", "n": 64}}
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("teacher")
+    train(load_config(write_config(d / "teacher.yaml", TEACHER)), d / "run", progress=False)
+    return d / "run"
+
+
+def _files(root: Path) -> dict:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+
+
+def test_the_student_starts_as_its_teacher(teacher, tmp_path):
+    cfg = load_config(write_config(tmp_path / "s.yaml", student_config(teacher)))
+    family = build_family(cfg, (2,))
+    z = torch.randn(32, 2, generator=torch.Generator().manual_seed(0))
+    t = torch.full((32,), 0.75, dtype=torch.float64)
+    with torch.no_grad():
+        ours = family.denoiser(family.modules)(z, t)
+        theirs = denoiser_from_checkpoint(load_checkpoint(teacher))(z, t)
+    assert torch.equal(ours, theirs), "the student's weights are the teacher's EMA weights at step 0"
+    assert family.ts.tolist() == [1.0, 0.5, 0.0] and family.tt.tolist() == [1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+def test_a_round_trains_samples_in_its_steps_and_is_the_next_rounds_teacher(teacher, tmp_path):
+    r1 = tmp_path / "round1"
+    assert run("train", write_config(tmp_path / "r1.yaml", student_config(teacher, 2)), "--out", r1,
+               "--quiet").exit_code == 0
+    meta = load_checkpoint(r1).meta
+    assert meta["teacher"]["family"] == "ddpm" and meta["teacher"]["steps"] == 4 and len(meta["teacher"]["sha256"]) == 64
+    res = run("sample", r1, "--sampler", "ddim", "--steps", "2", "--spacing", "trailing", "-n", "16", "--quiet",
+              "--out", tmp_path / "s.npz")
+    assert res.exit_code == 0 and "2 NFE per sample" in res.output, res.output
+    # round 2: the round-1 student is the teacher; its student is the same plain model, one step
+    r2 = tmp_path / "round2"
+    assert run("train", write_config(tmp_path / "r2.yaml", student_config(r1, 1)), "--out", r2,
+               "--quiet").exit_code == 0
+    assert load_checkpoint(r2).meta["teacher"]["family"] == "distill"
+    res = run("sample", r2, "--sampler", "ddim", "--steps", "1", "--spacing", "trailing", "-n", "16", "--quiet",
+              "--out", tmp_path / "s2.npz")
+    assert res.exit_code == 0 and "1 NFE per sample" in res.output, res.output
+
+
+def test_resume_equals_an_uninterrupted_round(teacher, tmp_path):
+    cfg_path = write_config(tmp_path / "s.yaml", student_config(teacher, 2, steps=6))
+    train(load_config(cfg_path), tmp_path / "straight", progress=False)
+    train(load_config(cfg_path, ["train.steps=3"]), tmp_path / "resumed", progress=False)
+    train(load_config(cfg_path), tmp_path / "resumed", resume=True, progress=False)
+    for name in ("model.safetensors", "train.safetensors"):
+        a, b = (load_file(str(tmp_path / r / "checkpoint" / name)) for r in ("straight", "resumed"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_a_changed_teacher_is_refused_in_one_line_and_nothing_changes(teacher, tmp_path):
+    import shutil
+
+    mine = tmp_path / "teacher"
+    shutil.copytree(teacher, mine)
+    student = tmp_path / "student"
+    cfg_path = write_config(tmp_path / "s.yaml", student_config(mine, 2, steps=2))
+    assert run("train", cfg_path, "--out", student, "--quiet").exit_code == 0
+    # the teacher is trained on: same path, other weights
+    assert run("train", write_config(tmp_path / "t.yaml", TEACHER, train={"steps": 22}), "--out", mine, "--resume",
+               "--quiet").exit_code == 0
+    before = _files(tmp_path)
+    for args in (["sample", student, "--steps", "2", "--spacing", "trailing", "--out", tmp_path / "x.npz"],
+                 ["train", write_config(tmp_path / "s4.yaml", student_config(mine, 2, steps=4)), "--out", student,
+                  "--resume"]):
+        res = run(*args, "--quiet")
+        assert_one_line_error(res, "teacher", "retrained or replaced")
+    with pytest.raises(TrilemmaError, match="retrained or replaced"):
+        denoiser_from_checkpoint(load_checkpoint(student))
+    after = _files(tmp_path)
+    assert after == {**before, tmp_path / "s4.yaml": after[tmp_path / "s4.yaml"]}, "the refused commands wrote nothing"
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"model": {"hidden": 64}}, "model: a distill student takes its teacher's model"),
+    ({"distill": {"teacher": ""}}, "distill.teacher: name the run"),
+    ({"distill": {"method": "consistency"}}, "distill.method must be one of progressive"),
+    ({"data": {"name": "toy2d", "toy": "ring8"}}, "a student learns on its teacher's data"),
+])
+def test_bad_student_configs_are_one_line_errors(teacher, tmp_path, change, fragment):
+    cfg = student_config(teacher)
+    for k, v in change.items():
+        cfg[k] = {**cfg.get(k, {}), **v}
+    assert_one_line_error(run("train", write_config(tmp_path / "s.yaml", cfg), "--out", tmp_path / "o", "--quiet"),
+                          fragment)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_teacher_of_another_kind_or_too_many_steps_is_refused(teacher, tmp_path):
+    with pytest.raises(TrilemmaError, match="exceeds the schedule's 1000 training steps"):
+        build_family(load_config(write_config(tmp_path / "s.yaml", student_config(teacher, 600))), (2,))
