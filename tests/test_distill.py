@@ -119,3 +119,26 @@ def test_bad_student_configs_are_one_line_errors(teacher, tmp_path, change, frag
 def test_a_teacher_of_another_kind_or_too_many_steps_is_refused(teacher, tmp_path):
     with pytest.raises(TrilemmaError, match="exceeds the schedule's 1000 training steps"):
         build_family(load_config(write_config(tmp_path / "s.yaml", student_config(teacher, 600))), (2,))
+
+
+def test_a_student_can_predict_v_from_an_eps_teacher(tmp_path):
+    """distill.prediction v: the same network and weights as the eps teacher, its output read as v, so
+    x0_hat = alpha z - sigma net(z, t); a round of it trains and its later rounds keep predicting v."""
+    from trilemma.schedules import alpha_sigma
+
+    eps_teacher = tmp_path / "eps"
+    train(load_config(write_config(tmp_path / "t.yaml", TOY, train={"steps": 2})), eps_teacher, progress=False)
+    cfg = student_config(eps_teacher, 2)
+    cfg["distill"]["prediction"] = "v"
+    family = build_family(load_config(write_config(tmp_path / "s.yaml", cfg)), (2,))
+    den = family.denoiser(family.modules)
+    teacher_net = denoiser_from_checkpoint(load_checkpoint(eps_teacher)).net
+    z, t = torch.randn(16, 2, generator=torch.Generator().manual_seed(3)), torch.full((16,), 0.5, dtype=torch.float64)
+    a, s = (v.float()[:, None] for v in alpha_sigma(den.schedule, t))
+    with torch.no_grad():
+        want = a * z - s * teacher_net(z, den.net_time(t))
+        assert den.prediction == "v" and torch.allclose(den(z, t), want, atol=1e-6)
+    r1 = tmp_path / "r1"
+    assert run("train", write_config(tmp_path / "s.yaml", cfg), "--out", r1, "--quiet").exit_code == 0
+    r2 = build_family(load_config(write_config(tmp_path / "s2.yaml", student_config(r1, 1))), (2,))
+    assert r2.denoiser(r2.modules).prediction == "v", "a later round keeps its teacher's v"

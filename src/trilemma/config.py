@@ -109,6 +109,8 @@ class DistillConfig:
     teacher: str = ""  # a ddpm or vdm run or checkpoint directory (pixel or latent), or an earlier distill round
     method: str = "progressive"  # progressive (Salimans & Ho 2022)
     student_steps: int = 64  # progressive: the student's DDIM steps on the trailing grid; the teacher takes twice as many
+    prediction: str = ""  # what the student's network predicts: "" (the teacher's) | v | x0; v or x0 keep one step
+    # stable where an eps-student's x0 = (z - sigma eps) / alpha amplifies errors 1 / alpha (Salimans & Ho, sec. 4)
 
 
 @dataclass
@@ -259,7 +261,7 @@ RANGES: dict[str, tuple] = {
     "train.mixed_precision": ("no", "fp16", "bf16"), "train.tracker": ("none", "tensorboard"),
     "sample.steps": POSITIVE, "sample.n": POSITIVE,  # the sampler's options: `sample_options`
     "vdm.shape_loss": ("variance", "bound"), "autoencoder.recon": ("l1", "l2"),
-    "distill.method": ("progressive",), "distill.student_steps": POSITIVE,
+    "distill.method": ("progressive",), "distill.student_steps": POSITIVE, "distill.prediction": ("", "eps", "v", "x0"),
     "model.prediction": ("eps", "v", "x0"),
     "schedule.num_timesteps": POSITIVE, "schedule.beta_start": (0.0, 0.999, "exclusive"), "schedule.beta_end": (0.0, 0.999, "exclusive"),
     "schedule.beta_min": (0.0, None), "schedule.beta_max": OVER_ZERO, "schedule.grid_eps": (0.0, 0.999),

@@ -1,7 +1,8 @@
 """Few-step students distilled from a trained diffusion model (family distill).
 
-The student is its teacher's model (architecture, schedule, prediction; pixel or latent) started from the
-teacher's EMA weights. The teacher is pinned like a latent model's autoencoder: the checkpoint records its path
+The student is its teacher's model (architecture, schedule; pixel or latent) started from the teacher's EMA
+weights. Its network predicts what the teacher's does, or v or x0 (`distill.prediction`): a few-step student is
+stable with those, while an eps-student's x0 = (z - sigma eps) / alpha amplifies its errors by 1 / alpha. The teacher is pinned like a latent model's autoencoder: the checkpoint records its path
 and a SHA-256 of its weights and config, and loading, sampling and --resume refuse a teacher that has changed.
 
 progressive (Salimans & Ho, ICLR 2022): one round teaches the student to take in one DDIM step what the teacher
@@ -58,11 +59,11 @@ class Distillation(Family):
         self.teacher = loaded_family(ck)
         self.teacher.modules.requires_grad_(False)
         root = self.teacher.student if isinstance(self.teacher, Distillation) else self.teacher
-        self.student = build_family(root.cfg, data_shape, None, str(ck.path))  # the teacher's model, untrained
+        model_cfg = _student_model_config(root.cfg, d.prediction)
+        self.student = build_family(model_cfg, data_shape, None, str(ck.path))  # the teacher's model, untrained
         self.student.modules.load_state_dict(self.teacher.modules.state_dict())  # ... started from its weights
         self.modules, self.sample_shape = self.student.modules, self.student.sample_shape
         self.data_shape = tuple(data_shape)  # what `decode` gives (a latent student's images)
-        self.root_cfg = root.cfg
         self.teacher_path, self.teacher_family = str(ck.path), ck.cfg.family
         self.ts, self.tt = _nested_grids(self.student.denoiser(self.modules).schedule, d.student_steps)
 
@@ -109,6 +110,17 @@ def _check_inherited_sections(cfg) -> None:
     for sec in FROM_TEACHER:
         if mine[sec] != default[sec]:
             raise TrilemmaError(f"{sec}: a distill student takes its teacher's {sec}; remove the {sec} section")
+
+
+def _student_model_config(teacher_cfg, prediction: str):
+    """The teacher's model config, its network's output read as `prediction` (v or x0) when one is given: the
+    same architecture and weights, a different parameterisation, which training then adapts to."""
+    if not prediction or prediction == teacher_cfg.model.prediction:
+        return teacher_cfg
+    if teacher_cfg.family != "ddpm":
+        raise TrilemmaError(f"distill.prediction: a {teacher_cfg.family} network predicts eps; only a ddpm teacher's "
+                            "student can predict v or x0")
+    return dataclasses.replace(teacher_cfg, model=dataclasses.replace(teacher_cfg.model, prediction=prediction))
 
 
 def _nested_grids(schedule, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
