@@ -115,8 +115,10 @@ class SamplerOption:
         return f"-{self.rule.tag or self.name}{v:g}" if self.type is not bool else (f"-{self.rule.tag}" if v else "")
 
 
+@functools.cache
 def sampler_options(fn: Callable) -> tuple[SamplerOption, ...]:
-    """The options a sampler function declares: its keyword-only parameters annotated with an `Option`."""
+    """The options a sampler function declares: its keyword-only parameters annotated with an `Option` (read once
+    per function: `checked` and `generate` ask on every call)."""
     hints = typing.get_type_hints(fn, include_extras=True)
     out = []
     for name, p in inspect.signature(fn).parameters.items():

@@ -37,7 +37,7 @@ class Distillation(Family):
 
     def __init__(self, cfg, data_shape: tuple[int, ...], meta: dict | None = None, where: str = "config"):
         from ..checkpoint import load_checkpoint
-        from ..loading import check_recorded_sha256, checkpoint_sha256, loaded_family
+        from ..loading import check_recorded_sha256, checkpoint_sha256
         from . import build_family
 
         super().__init__(cfg, data_shape)
@@ -56,16 +56,27 @@ class Distillation(Family):
         if not (ck.cfg.data == cfg.data or (cfg.data.name != "toy2d" and same_images(ck.cfg.data, cfg.data))):
             raise TrilemmaError(f"data: the teacher {ck.path} was trained on other data ({ck.cfg.data.name}); a "
                                 "student learns on its teacher's data (copy the teacher's data section)")
-        self.teacher = loaded_family(ck)
-        self.teacher.modules.requires_grad_(False)
-        root = self.teacher.student if isinstance(self.teacher, Distillation) else self.teacher
-        model_cfg = _student_model_config(root.cfg, d.prediction)
-        self.student = build_family(model_cfg, data_shape, None, str(ck.path))  # the teacher's model, untrained
-        self.student.modules.load_state_dict(self.teacher.modules.state_dict())  # ... started from its weights
+        self.teacher_ck, self._teacher = ck, None
+        model_cfg = _student_model_config(_model_config(ck), d.prediction)
+        self.student = build_family(model_cfg, data_shape, meta, where)  # the teacher's model
         self.modules, self.sample_shape = self.student.modules, self.student.sample_shape
         self.data_shape = tuple(data_shape)  # what `decode` gives (a latent student's images)
-        self.teacher_path, self.teacher_family = str(ck.path), ck.cfg.family
+        if meta is None:  # a new student starts from its teacher's weights (a saved one has its own)
+            self.modules.load_state_dict(self.teacher.modules.state_dict())
         self.ts, self.tt = _nested_grids(self.student.denoiser(self.modules).schedule, d.student_steps)
+
+    @property
+    def teacher(self) -> Family:
+        """The teacher with its EMA weights, frozen; read when training first needs it (sampling a student does
+        not, so a late round loads one checkpoint, not its whole chain)."""
+        if self._teacher is None:
+            from ..loading import loaded_family
+
+            with torch.random.fork_rng(devices=[]):  # building it draws initial weights: not from the run's RNG
+                self._teacher = loaded_family(self.teacher_ck)
+            self._teacher.modules.requires_grad_(False)
+            self._teacher_den = self._teacher.denoiser(self._teacher.modules)
+        return self._teacher
 
     def ema_names(self) -> list[str]:
         return self.student.ema_names()
@@ -80,9 +91,12 @@ class Distillation(Family):
         return self.student.decode(x)
 
     def checkpoint_meta(self, ema: nn.ModuleDict) -> dict:
-        teacher = {"path": self.cfg.distill.teacher, "sha256": self.teacher_sha256, "family": self.teacher_family,
-                   "steps": 2 * self.cfg.distill.student_steps}
-        return {**self.student.checkpoint_meta(ema), "teacher": teacher}
+        from ..config import to_dict
+
+        teacher = {"path": self.cfg.distill.teacher, "sha256": self.teacher_sha256,
+                   "family": self.teacher_ck.cfg.family, "steps": 2 * self.cfg.distill.student_steps}
+        # the model the student runs, so a later round (or a sampler) needs only this checkpoint, not its chain
+        return {**self.student.checkpoint_meta(ema), "teacher": teacher, "model_config": to_dict(self.student.cfg)}
 
     def loss(self, phase: str, modules: nn.ModuleDict, x: torch.Tensor, rng, step: int) -> torch.Tensor:
         """Per-sample progressive distillation loss: max(SNR_t, 1) ||x~ - x0_hat_student(z_t, t)||^2 (mean over
@@ -96,8 +110,8 @@ class Distillation(Family):
         student = self.student.denoiser(modules)
         a, sg = (append_dims(v, x) for v in alpha_sigma(student.schedule, t))
         z = a * x + sg * rng.randn(x.shape)
-        teacher = self.teacher.denoiser(self.teacher.modules.to(x.device))
-        target = progressive_target(teacher, student.schedule, z, t, t_mid, s)
+        self.teacher.modules.to(x.device)
+        target = progressive_target(self._teacher_den, student.schedule, z, t, t_mid, s)
         w = truncated_snr_weight(student.schedule, t, x)
         return w * (student(z, t) - target).square().flatten(1).mean(1)
 
@@ -110,6 +124,18 @@ def _check_inherited_sections(cfg) -> None:
     for sec in FROM_TEACHER:
         if mine[sec] != default[sec]:
             raise TrilemmaError(f"{sec}: a distill student takes its teacher's {sec}; remove the {sec} section")
+
+
+def _model_config(ck):
+    """The config of the model a teacher checkpoint runs: its own, or the one a distill round records."""
+    from ..config import Config, from_dict, validate
+
+    if ck.cfg.family != "distill":
+        return ck.cfg
+    where = f"{ck.path / 'config.json'}: model_config"
+    if not isinstance(ck.meta.get("model_config"), dict):
+        raise TrilemmaError(f"{where} is missing; this distill checkpoint cannot teach (retrain the round)")
+    return validate(from_dict(Config, ck.meta["model_config"], where), where)
 
 
 def _student_model_config(teacher_cfg, prediction: str):
