@@ -104,7 +104,8 @@ def test_a_changed_teacher_is_refused_in_one_line_and_nothing_changes(teacher, t
 @pytest.mark.parametrize("change, fragment", [
     ({"model": {"hidden": 64}}, "model: a distill student takes its teacher's model"),
     ({"distill": {"teacher": ""}}, "distill.teacher: name the run"),
-    ({"distill": {"method": "consistency"}}, "distill.method must be one of progressive"),
+    ({"distill": {"method": "dmd"}}, "distill.method must be one of progressive, consistency, adversarial"),
+    ({"distill": {"method": "adversarial", "student_steps": 16}}, "an adversarial student takes T <= 8"),
     ({"data": {"name": "toy2d", "toy": "ring8"}}, "a student learns on its teacher's data"),
 ])
 def test_bad_student_configs_are_one_line_errors(teacher, tmp_path, change, fragment):

@@ -107,10 +107,17 @@ class DistillConfig:
     (its architecture, schedule and prediction) started from the teacher's EMA weights."""
 
     teacher: str = ""  # a ddpm or vdm run or checkpoint directory (pixel or latent), or an earlier distill round
-    method: str = "progressive"  # progressive (Salimans & Ho 2022)
-    student_steps: int = 64  # progressive: the student's DDIM steps on the trailing grid; the teacher takes twice as many
+    method: str = "progressive"  # progressive (Salimans & Ho 2022) | consistency (Song et al. 2023) | adversarial
+    # progressive: the student's DDIM steps on the trailing grid (the teacher takes twice as many);
+    # adversarial: the generator's steps T <= 8 on the teacher's trailing grid (DDGAN's T)
+    student_steps: int = 64
     prediction: str = ""  # what the student's network predicts: "" (the teacher's) | v | x0; v or x0 keep one step
     # stable where an eps-student's x0 = (z - sigma eps) / alpha amplifies errors 1 / alpha (Salimans & Ho, sec. 4)
+    grid_steps: int = 40  # consistency: teacher ODE steps between t_min and t = 1 (N - 1 of Song et al.)
+    target_ema: float = 0.95  # consistency: EMA decay of the target network theta^- (Song et al.: 0.95; 0: stop-grad)
+    distance: str = "pseudo-huber"  # consistency: pseudo-huber (c = 0.00054 sqrt(d), Song & Dhariwal 2023) | l2
+    sigma_data: float = 0.5  # consistency: sigma_d of the skip parameterisation c_skip = sigma_d^2 / ((s - s_min)^2 + sigma_d^2)
+    teacher_weight: float = 0.0  # adversarial: weight of ||G(x_t, z, t) - teacher x0_hat(x_t, t)||^2 beside the GAN loss
 
 
 @dataclass
@@ -261,7 +268,9 @@ RANGES: dict[str, tuple] = {
     "train.mixed_precision": ("no", "fp16", "bf16"), "train.tracker": ("none", "tensorboard"),
     "sample.steps": POSITIVE, "sample.n": POSITIVE,  # the sampler's options: `sample_options`
     "vdm.shape_loss": ("variance", "bound"), "autoencoder.recon": ("l1", "l2"),
-    "distill.method": ("progressive",), "distill.student_steps": POSITIVE, "distill.prediction": ("", "eps", "v", "x0"),
+    "distill.method": ("progressive", "consistency", "adversarial"), "distill.student_steps": POSITIVE,
+    "distill.grid_steps": POSITIVE, "distill.target_ema": (0.0, 0.999999), "distill.distance": ("pseudo-huber", "l2"),
+    "distill.sigma_data": OVER_ZERO, "distill.teacher_weight": (0.0, None), "distill.prediction": ("", "eps", "v", "x0"),
     "model.prediction": ("eps", "v", "x0"),
     "schedule.num_timesteps": POSITIVE, "schedule.beta_start": (0.0, 0.999, "exclusive"), "schedule.beta_end": (0.0, 0.999, "exclusive"),
     "schedule.beta_min": (0.0, None), "schedule.beta_max": OVER_ZERO, "schedule.grid_eps": (0.0, 0.999),
@@ -323,7 +332,7 @@ def validate(cfg: "Config", where: str) -> "Config":
              f"gamma_max = {cfg.schedule.gamma_max:g}")
     if cfg.vdm.fourier_min > cfg.vdm.fourier_max:
         fail(f"vdm.fourier_min ({cfg.vdm.fourier_min}) must not exceed vdm.fourier_max ({cfg.vdm.fourier_max})")
-    check_sampler_for_model(cfg.sample.sampler, FAMILIES[cfg.family].draws_x0, f"{where}: sample.")
+    check_sampler_for_model(cfg.sample.sampler, FAMILIES[cfg.family].config_draws_x0(cfg), f"{where}: sample.")
     sample_options(cfg.sample, where)
     return cfg
 

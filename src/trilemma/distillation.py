@@ -8,16 +8,24 @@ step land exactly where the teacher's two land,
 
 weighted by the truncated SNR, max(alpha_t^2 / sigma_t^2, 1) (their eq. 10: x-prediction's loss with a floor at
 SNR = 1, so the loss does not vanish at high noise, where one step must carry the most).
+
+Consistency distillation (Song et al., ICML 2023) and a diffusion GAN started from the teacher (UFOGen, Xu et al.
+2024) are below, each with the denoiser its student samples through.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
+from torch import nn
 
-from .denoiser import append_dims, batch_times
-from .schedules import alpha_sigma
+from .denoiser import PredictionDenoiser, StochasticDenoiser, append_dims, batch_times, x0_from_output
+from .noise import randn
+from .schedules import alpha_sigma, time_grid
 
-__all__ = ["ddim_step", "progressive_target", "truncated_snr_weight"]
+__all__ = ["ddim_step", "progressive_target", "truncated_snr_weight", "consistency_skip", "ConsistencyDenoiser",
+           "consistency_grid", "consistency_target", "pseudo_huber", "pseudo_huber_c", "AdversarialDenoiser"]
 
 
 def ddim_step(z: torch.Tensor, x0: torch.Tensor, a_t, s_t, a_s, s_s) -> torch.Tensor:
@@ -51,3 +59,98 @@ def truncated_snr_weight(schedule, t, like: torch.Tensor) -> torch.Tensor:
     """max(SNR(t), 1) = max(alpha_t^2 / sigma_t^2, 1) per sample, shaped (B,), in like's dtype."""
     a, s = alpha_sigma(schedule, batch_times(t, like))
     return (a.square() / s.square()).clamp(min=1.0).to(like.dtype)
+
+
+# --- consistency distillation (Song, Dhariwal, Chen, Sutskever, ICML 2023) ------------------------------------
+#
+# A consistency function maps every point z_t of a probability-flow ODE trajectory to the trajectory's point at
+# t_min. In EDM's noise level s_t = sigma_t / alpha_t (z_t / alpha_t = x + s_t eps), the boundary condition is
+# f(z, t_min) = z / alpha_t_min. The student is parameterised so that it holds exactly (their eq. 5 with
+# s - s_min in c_skip): f(z, t) = c_skip(t) z / alpha_t + (1 - c_skip(t)) x0_hat(z, t), with
+# c_skip = sigma_d^2 / ((s_t - s_min)^2 + sigma_d^2). The second weight, 1 - c_skip, keeps the teacher's
+# x0_hat where s_t >> sigma_d, so a student started from the teacher's weights starts close to it.
+
+
+def consistency_skip(s: torch.Tensor, s_min: float, sigma_data: float) -> torch.Tensor:
+    """c_skip(s) = sigma_d^2 / ((s - s_min)^2 + sigma_d^2): exactly 1 at s = s_min, -> 0 as s grows."""
+    return sigma_data**2 / ((s - s_min).square() + sigma_data**2)
+
+
+class ConsistencyDenoiser(nn.Module):
+    """A consistency function under the denoiser contract: f(z_t, t) = c_skip z_t / alpha_t + (1 - c_skip) x0_hat
+    of the wrapped denoiser (an x0_hat network of any prediction), with f(z, t_min) = z / alpha_t_min exactly.
+    `t_min` is the smallest time of the consistency grid; s_min is read from the schedule at each call (a learned
+    schedule's values are those loaded)."""
+
+    def __init__(self, inner: nn.Module, t_min: float, sigma_data: float):
+        super().__init__()
+        self.inner, self.t_min, self.sigma_data = inner, float(t_min), float(sigma_data)
+
+    @property
+    def schedule(self):
+        return self.inner.schedule
+
+    def forward(self, z: torch.Tensor, t) -> torch.Tensor:
+        x0 = self.inner(z, t)
+        tt = batch_times(t, z)
+        a, s = alpha_sigma(self.schedule, torch.cat([tt, tt.new_full((1,), self.t_min)]))
+        noise = s / a  # EDM's sigma; the last entry is s_min
+        c = consistency_skip(noise[:-1], noise[-1].item(), self.sigma_data)
+        c = append_dims(torch.where(tt <= self.t_min, torch.ones_like(c), c), z)  # exactly 1 at t_min by construction
+        return c * (z / append_dims(a[:-1], z)) + (1 - c) * x0
+
+
+def consistency_grid(schedule, segments: int) -> torch.Tensor:
+    """The consistency grid t_min = t_1 < ... < t_{segments+1} = 1 (float64): uniform in log SNR between the
+    schedule's first noisy level and t = 1, on the training grid of a discrete schedule (`schedules.time_grid`'s
+    "logsnr" spacing; Karras et al.'s grid as rho -> infinity)."""
+    return time_grid(schedule, segments + 1, "logsnr")[:-1].flip(0)
+
+
+def consistency_target(teacher, target, schedule, z_t: torch.Tensor, t, s) -> torch.Tensor:
+    """The consistency-distillation target at (z_t, t) for the adjacent grid time s < t: one deterministic DDIM step
+    of the teacher's probability-flow ODE, z_s = ddim(z_t, teacher(z_t, t)), then the target network's
+    f(z_s, s) (Song et al. 2023, Alg. 2). No gradients."""
+    with torch.no_grad():
+        zw = z_t.to(torch.float64) if z_t.device.type != "mps" else z_t
+        (a_t, s_t), (a_s, s_s) = _levels(schedule, t, zw), _levels(schedule, s, zw)
+        z_s = ddim_step(zw, teacher(z_t, t).to(zw.dtype), a_t, s_t, a_s, s_s).to(z_t.dtype)
+        return target(z_s, s)
+
+
+def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
+    """sqrt(||a - b||^2 + c^2) - c per sample (Song & Dhariwal 2023, improved consistency training): L2 for large
+    errors' direction but robust like L1 to outliers, smooth at 0. c = 0: the L2 norm."""
+    d = (a - b).flatten(1).square().sum(1)
+    return (d + c * c).sqrt() - c
+
+
+def pseudo_huber_c(dims: int) -> float:
+    """The pseudo-Huber constant c = 0.00054 sqrt(d) that Song & Dhariwal use for d-dimensional data."""
+    return 0.00054 * math.sqrt(dims)
+
+
+# --- a diffusion GAN started from the teacher ----------------------------------------------------------------
+
+
+class AdversarialDenoiser(StochasticDenoiser):
+    """A generator made from a teacher's network (`networks.latent_generator`) under the denoiser contract:
+    x0' = G(z_t, t, latent), read through the teacher's prediction (eps, v or x0) as `PredictionDenoiser` reads its
+    network, with a fresh latent per call unless one is given. While the latent path is still zero this is
+    exactly the wrapped denoiser, whatever the latent."""
+
+    def __init__(self, inner: PredictionDenoiser, latent_dim: int):
+        super().__init__()
+        self.inner, self.latent_dim = inner, latent_dim
+
+    @property
+    def schedule(self):
+        return self.inner.schedule
+
+    def forward(self, z: torch.Tensor, t, latent: torch.Tensor | None = None) -> torch.Tensor:
+        tt = batch_times(t, z)
+        if latent is None:
+            latent = randn((z.shape[0], self.latent_dim), self.latent_generator, z.device, z.dtype)
+        a, s = alpha_sigma(self.schedule, tt)
+        out = self.inner.net(z, self.inner.net_time(tt), latent)
+        return x0_from_output(self.inner.prediction, z, out, append_dims(a, z), append_dims(s, z))

@@ -353,6 +353,7 @@ class _Run:
             opt.step()
             opt.zero_grad(set_to_none=True)
             logs[f"loss/{phase}"] = value
+        self.family.after_step(self.modules, self.step)
         for name, e in self.emas.items():
             e.update(self.accelerator.unwrap_model(self.modules[name]), self.step)
         self.step += 1

@@ -170,7 +170,7 @@ def _load_rows(cfg: BenchConfig) -> tuple[list[BenchRow], dict]:
             raise TrilemmaError(f"{r.checkpoint}: trained on {ck.cfg.data.name} data that differs from "
                                 f"{rows[0].checkpoint}'s; a table compares one dataset")
         r.label = r.label or _default_label(r.checkpoint, ck)
-        check_sampler_for_model(r.sampler, FAMILIES[ck.cfg.family].draws_x0, f"{r.checkpoint}: ")
+        check_sampler_for_model(r.sampler, FAMILIES[ck.cfg.family].config_draws_x0(ck.cfg), f"{r.checkpoint}: ")
     check_unique(rows, cfg.source)
     return rows, ckpts
 

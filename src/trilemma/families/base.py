@@ -9,9 +9,9 @@ A family is a schedule, modules, optimizer phases and an unreduced per-sample lo
     ema_names()          the modules kept as an EMA, saved in the checkpoint and used for sampling
     loss(phase, ...)     per-sample loss (B,) of one phase; the loop reduces, backpropagates and logs
 
-Optional hooks, with the defaults below: `optimizer_options`, `training_data`, `finalize`, `checkpoint_meta`,
-`preview`, `decode`; and class flags a config can be checked against before any model is built
-(`draws_x0`, `has_bound`, `no_sampler_reason`).
+Optional hooks, with the defaults below: `optimizer_options`, `training_data`, `after_step`, `finalize`,
+`checkpoint_meta`, `preview`, `decode`; and class flags a config can be checked against before any model is built
+(`draws_x0` through `config_draws_x0`, `has_bound`, `no_sampler_reason`).
 """
 
 from __future__ import annotations
@@ -38,6 +38,12 @@ class Family:
         self.sample_shape = tuple(sample_shape)
         self.modules = nn.ModuleDict()
 
+    @classmethod
+    def config_draws_x0(cls, cfg) -> bool:
+        """Whether a model of config `cfg` draws x0 at random (`draws_x0`; a family whose answer depends on the
+        config, a distill student's method, says so here)."""
+        return cls.draws_x0
+
     # --- required ------------------------------------------------------------------------------------
 
     def ema_names(self) -> list[str]:
@@ -59,6 +65,10 @@ class Family:
     def training_data(self, data, device, progress: bool = False):
         """What the loader draws batches from (a latent model's cached latents); the data itself by default."""
         return data
+
+    def after_step(self, modules: nn.ModuleDict, step: int) -> None:
+        """After each optimizer step, before the EMAs (a consistency student's target network follows here);
+        what it changes must live in `modules`, so checkpoints and exact resume keep it."""
 
     def finalize(self, ema: nn.ModuleDict, raw: nn.ModuleDict, data, device) -> None:
         """Before each checkpoint, in every process (an autoencoder measures its latent scale here)."""

@@ -41,7 +41,21 @@ def step_pairs(schedule, x: torch.Tensor, u: torch.Tensor, eps: torch.Tensor, ep
     (t, s, x_s, x_t) with t, s (B,) float64."""
     T = schedule.num_timesteps
     k = (hi_precision(schedule.sample_t(u)) * T).round()  # (B,) in 1..T
-    t, s = k / T, (k - 1) / T
+    return pairs_at(schedule, x, k / T, (k - 1) / T, eps, eps_step)
+
+
+def grid_step_pairs(schedule, grid: torch.Tensor, x: torch.Tensor, u: torch.Tensor, eps: torch.Tensor,
+                    eps_step: torch.Tensor):
+    """`step_pairs` on a coarser grid of T steps, grid = (0 = t_0 < t_1 < ... < t_T) float64 (a distilled
+    DDGAN's steps on its teacher's schedule): k = 1..T uniform from u."""
+    T = len(grid) - 1
+    k = (hi_precision(u) * T).floor().long().clamp(max=T - 1) + 1
+    grid = grid.to(k.device)
+    return pairs_at(schedule, x, grid[k], grid[k - 1], eps, eps_step)
+
+
+def pairs_at(schedule, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor, eps: torch.Tensor, eps_step: torch.Tensor):
+    """(t, s, x_s, x_t): x_s ~ q(x_s | x) = alpha_s x + sigma_s eps and x_t ~ q(x_t | x_s) one step on."""
     a_s, sig_s = (append_dims(v, x) for v in alpha_sigma(schedule, s))
     x_s = a_s * x + sig_s * eps
     a_ts, sig_ts = (append_dims(v, x) for v in transition(schedule, t, s))
@@ -58,6 +72,55 @@ def _r1(d_real: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
     """||grad_x D(x)||^2 per sample on real inputs (Mescheder et al. 2018, eq. 9), differentiable."""
     (grad,) = torch.autograd.grad(d_real.sum(), x_real, create_graph=True)
     return grad.square().flatten(1).sum(1)
+
+
+def residual_coefs(gan_cfg, schedule, x_t, t, s):
+    """(a_{t|s}, sigma_{t|s}) broadcast to x_t when `gan.d_residual` is on, else None: once per loss call."""
+    return tuple(append_dims(v, x_t) for v in transition(schedule, t, s)) if gan_cfg.d_residual else None
+
+
+def fourier_bands(gan_cfg, step: int) -> float | None:
+    """How many of D's Fourier bands are on at `step` with `gan.d_fourier_anneal` (all of them once the
+    anneal is over), else None. D first sees only the coarsest bands, so it is smooth while G learns which
+    mode each x_t goes to, and sharpens as training goes on."""
+    return gan_cfg.d_fourier * min(step / gan_cfg.d_fourier_anneal, 1.0) if gan_cfg.d_fourier_anneal else None
+
+
+def discriminate(disc, x_prev, x_t, coefs, net_t, bands):
+    """D on a pair; with residual `coefs` (a_{t|s}, sigma_{t|s}) the pair is (x_{t-1}, (x_t - a_{t|s} x_{t-1}) /
+    sigma_{t|s}), the forward noise that would take x_{t-1} to x_t. For one step that is a bijection of
+    (x_{t-1}, x_t), so D judges the same joint, but the consistency of x_{t-1} with x_t becomes "this input
+    is N(0, I) and independent of x_{t-1}" instead of a relation an MLP on the concatenated pair has to learn."""
+    if coefs is not None:
+        x_t = (x_t - coefs[0] * x_prev) / coefs[1]
+    return disc(x_prev, x_t, net_t) if bands is None else disc(x_prev, x_t, net_t, bands=bands)
+
+
+def gan_loss(phase: str, gan_cfg, schedule, generate, disc, pairs, rng, step: int, extra=None) -> torch.Tensor:
+    """DDGAN's per-sample loss of one phase on real pairs (t, s, x_s, x_t) (`step_pairs`). disc: softplus(-D(real))
+    + softplus(D(fake)) + r1_gamma / 2 ||grad D(real)||^2 every `lazy_reg` steps (unscaled, as in the paper's
+    code); gen: softplus(-D(fake)), plus `extra(x_t, t, x0')` per sample when given. The fake x_s is drawn from
+    the posterior q(x_s | x_t, x0') with x0' = generate(x_t, t, net_t, latent) and a fresh latent."""
+    t, s, x_s, x_t = pairs
+    net_t, coefs, bands = net_time(schedule, t), residual_coefs(gan_cfg, schedule, x_t, t, s), fourier_bands(gan_cfg, step)
+
+    def fake():
+        x0 = generate(x_t, t, net_t, rng.randn((x_t.shape[0], gan_cfg.latent_dim)))
+        return x0, posterior_sample(schedule, x_t, x0, t, s, rng.randn(x_t.shape))
+
+    if phase == "disc":
+        with torch.no_grad():
+            x_fake = fake()[1]
+        r1 = gan_cfg.r1_gamma > 0 and step % gan_cfg.lazy_reg == 0
+        x_s.requires_grad_(r1)
+        d_real = discriminate(disc, x_s, x_t, coefs, net_t, bands)
+        loss = F.softplus(-d_real) + F.softplus(discriminate(disc, x_fake, x_t, coefs, net_t, bands))
+        if r1:
+            loss = loss + 0.5 * gan_cfg.r1_gamma * _r1(d_real, x_s)
+        return loss
+    x0, x_fake = fake()
+    loss = F.softplus(-discriminate(disc, x_fake, x_t, coefs, net_t, bands))
+    return loss if extra is None else loss + extra(x_t, t, x0)
 
 
 class DDGAN(Family):
@@ -92,47 +155,17 @@ class DDGAN(Family):
     def denoiser(self, modules: nn.ModuleDict) -> GANDenoiser:
         return GANDenoiser(modules["gen"], self.schedule)
 
-    def _fake(self, gen, x_t, t, s, rng, net_t):
-        latent = rng.randn((x_t.shape[0], self.cfg.gan.latent_dim))
-        x0 = gen(x_t, net_t, latent)
-        return posterior_sample(self.schedule, x_t, x0, t, s, rng.randn(x_t.shape))
-
     def residual_coefs(self, x_t, t, s):
-        """(a_{t|s}, sigma_{t|s}) broadcast to x_t when `gan.d_residual` is on, else None: once per loss call."""
-        return tuple(append_dims(v, x_t) for v in transition(self.schedule, t, s)) if self.cfg.gan.d_residual else None
+        return residual_coefs(self.cfg.gan, self.schedule, x_t, t, s)
 
     def fourier_bands(self, step: int) -> float | None:
-        """How many of D's Fourier bands are on at `step` with `gan.d_fourier_anneal` (all of them once the
-        anneal is over), else None. D first sees only the coarsest bands, so it is smooth while G learns which
-        mode each x_t goes to, and sharpens as training goes on."""
-        g = self.cfg.gan
-        return g.d_fourier * min(step / g.d_fourier_anneal, 1.0) if g.d_fourier_anneal else None
+        return fourier_bands(self.cfg.gan, step)
 
-    @staticmethod
-    def discriminate(disc, x_prev, x_t, coefs, net_t, bands):
-        """D on a pair; with residual `coefs` (a_{t|s}, sigma_{t|s}) the pair is (x_{t-1}, (x_t - a_{t|s} x_{t-1}) /
-        sigma_{t|s}), the forward noise that would take x_{t-1} to x_t. For one step that is a bijection of
-        (x_{t-1}, x_t), so D judges the same joint, but the consistency of x_{t-1} with x_t becomes "this input
-        is N(0, I) and independent of x_{t-1}" instead of a relation an MLP on the concatenated pair has to learn."""
-        if coefs is not None:
-            x_t = (x_t - coefs[0] * x_prev) / coefs[1]
-        return disc(x_prev, x_t, net_t) if bands is None else disc(x_prev, x_t, net_t, bands=bands)
+    discriminate = staticmethod(discriminate)
 
     def loss(self, phase: str, modules: nn.ModuleDict, x: torch.Tensor, rng, step: int) -> torch.Tensor:
-        """Per-sample loss. disc: softplus(-D(real)) + softplus(D(fake)) + r1_gamma / 2 ||grad D(real)||^2
-        every `lazy_reg` steps (unscaled, as in the paper's code); gen: softplus(-D(fake))."""
-        gen, disc = modules["gen"], modules["disc"]
-        t, s, x_s, x_t = step_pairs(self.schedule, x, rng.rand(x.shape[0]), rng.randn(x.shape), rng.randn(x.shape))
-        net_t, coefs, bands = net_time(self.schedule, t), self.residual_coefs(x_t, t, s), self.fourier_bands(step)
-        if phase == "disc":
-            with torch.no_grad():
-                fake = self._fake(gen, x_t, t, s, rng, net_t)
-            r1 = self.cfg.gan.r1_gamma > 0 and step % self.cfg.gan.lazy_reg == 0
-            x_s.requires_grad_(r1)
-            d_real = self.discriminate(disc, x_s, x_t, coefs, net_t, bands)
-            loss = F.softplus(-d_real) + F.softplus(self.discriminate(disc, fake, x_t, coefs, net_t, bands))
-            if r1:
-                loss = loss + 0.5 * self.cfg.gan.r1_gamma * _r1(d_real, x_s)
-            return loss
-        fake = self._fake(gen, x_t, t, s, rng, net_t)
-        return F.softplus(-self.discriminate(disc, fake, x_t, coefs, net_t, bands))
+        """Per-sample loss of one phase (`gan_loss`) on real pairs of the schedule's own T-step grid."""
+        gen = modules["gen"]
+        pairs = step_pairs(self.schedule, x, rng.rand(x.shape[0]), rng.randn(x.shape), rng.randn(x.shape))
+        return gan_loss(phase, self.cfg.gan, self.schedule, lambda x_t, t, net_t, latent: gen(x_t, net_t, latent),
+                        modules["disc"], pairs, rng, step)

@@ -5,28 +5,46 @@ weights. Its network predicts what the teacher's does, or v or x0 (`distill.pred
 stable with those, while an eps-student's x0 = (z - sigma eps) / alpha amplifies its errors by 1 / alpha. The teacher is pinned like a latent model's autoencoder: the checkpoint records its path
 and a SHA-256 of its weights and config, and loading, sampling and --resume refuse a teacher that has changed.
 
+Methods (`distill.method`):
+
 progressive (Salimans & Ho, ICLR 2022): one round teaches the student to take in one DDIM step what the teacher
 takes in two, on the trailing grid of `student_steps` steps (the teacher's grid has twice as many; the two nest).
 The target is `distillation.progressive_target`, the loss its x-space error weighted by max(SNR, 1). A round's
 checkpoint is the teacher of the next round (64 -> 32 -> ... -> 1): name it as distill.teacher.
+
+consistency (Song et al., ICML 2023, Alg. 2): the student f(z_t, t) (`distillation.ConsistencyDenoiser`, exact at
+t_min) learns to give at z_t what a target network gives one teacher DDIM step down the probability-flow ODE,
+on a log-SNR grid of `grid_steps` steps; the target network (module "target") is an EMA of the student with decay
+`target_ema`; the distance is pseudo-Huber or L2. Sampled with the consistency sampler.
+
+adversarial (a DDGAN started from the teacher, as UFOGen): the generator is the teacher's network with a latent
+path into its time embedding that starts at zero (`networks.latent_generator`), so at step 0 G(x_t, z, t) is the
+teacher's x0_hat for every z; then DDGAN's discriminator and losses (`ddgan.gan_loss`, the `gan` section) on the
+trailing grid of `student_steps` <= 8 steps, plus `teacher_weight` ||G - teacher x0_hat||^2. Sampled with the
+ddpm (ancestral) sampler on that grid.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 
 import torch
 from torch import nn
 
 from ..denoiser import append_dims
-from ..distillation import progressive_target, truncated_snr_weight
+from ..distillation import (AdversarialDenoiser, ConsistencyDenoiser, consistency_grid, consistency_target,
+                            progressive_target, pseudo_huber, pseudo_huber_c, truncated_snr_weight)
 from ..errors import TrilemmaError
 from ..schedules import alpha_sigma, time_grid
 from .base import Family
+from .ddgan import gan_loss, grid_step_pairs
 from .latent import LatentFamily, same_images
 
 TEACHER_FAMILIES = ("ddpm", "vdm", "distill")
 FROM_TEACHER = ("schedule", "model", "gan", "vdm", "autoencoder", "latent")  # config sections the student inherits
+MAX_GAN_STEPS = 8  # adversarial: DDGAN's T <= 8 large denoising steps
 
 
 class Distillation(Family):
@@ -34,6 +52,10 @@ class Distillation(Family):
     checkpoint being loaded or resumed (its recorded teacher must be the one found at the path)."""
 
     phases = {"model": ("net",)}  # the network only: the schedule (learned or not) stays the teacher's
+
+    @classmethod
+    def config_draws_x0(cls, cfg) -> bool:
+        return cfg.distill.method == "adversarial"  # a generator draws x0; the other students estimate it
 
     def __init__(self, cfg, data_shape: tuple[int, ...], meta: dict | None = None, where: str = "config"):
         from ..checkpoint import load_checkpoint
@@ -49,6 +71,9 @@ class Distillation(Family):
         if ck.cfg.family not in TEACHER_FAMILIES:
             raise TrilemmaError(f"distill.teacher: {ck.path} is a {ck.cfg.family} checkpoint; a teacher is a ddpm "
                                 "or vdm model, or an earlier distill round")
+        if ck.cfg.family == "distill" and ck.cfg.distill.method != "progressive":
+            raise TrilemmaError(f"distill.teacher: {ck.path} is a {ck.cfg.distill.method} student; a teacher is a ddpm "
+                                "or vdm model, or a progressive round")
         self.teacher_sha256 = checkpoint_sha256(ck)
         check_recorded_sha256(meta, "teacher", self.teacher_sha256, where, ck.path, "teacher",
                               "point distill.teacher at the model this student was distilled from")
@@ -59,11 +84,29 @@ class Distillation(Family):
         self.teacher_ck, self._teacher = ck, None
         model_cfg = _student_model_config(_model_config(ck), d.prediction)
         self.student = build_family(model_cfg, data_shape, meta, where)  # the teacher's model
-        self.modules, self.sample_shape = self.student.modules, self.student.sample_shape
+        self.sample_shape, self.method = self.student.sample_shape, d.method
         self.data_shape = tuple(data_shape)  # what `decode` gives (a latent student's images)
+        schedule = self.student.denoiser(self.student.modules).schedule
+        if self.method == "adversarial":
+            if d.student_steps > MAX_GAN_STEPS:
+                raise TrilemmaError(f"distill.student_steps: an adversarial student takes T <= {MAX_GAN_STEPS} "
+                                    f"steps, got {d.student_steps}")
+            from ..networks import build_discriminator, latent_generator
+
+            self.grid = time_grid(schedule, d.student_steps, "trailing").flip(0)  # 0 = t_0 < ... < t_T
+            nets = self.student.modules
+            nets["net"] = latent_generator(nets["net"], cfg.gan.latent_dim, cfg.gan.mapping_layers)
+            self.modules = nn.ModuleDict({**nets, "disc": build_discriminator(cfg.gan, self.sample_shape)})
+            self.phases, self.draws_x0 = {"disc": ("disc",), "gen": ("net",)}, True
+        else:
+            self.modules = self.student.modules
         if meta is None:  # a new student starts from its teacher's weights (a saved one has its own)
-            self.modules.load_state_dict(self.teacher.modules.state_dict())
-        self.ts, self.tt = _nested_grids(self.student.denoiser(self.modules).schedule, d.student_steps)
+            _load_teacher_weights(self.student.modules, self.teacher.modules.state_dict())
+        if self.method == "consistency":  # the target network starts as the student (Song et al., Alg. 2)
+            self.modules = nn.ModuleDict({**self.student.modules,
+                                          "target": copy.deepcopy(self.student.modules).requires_grad_(False)})
+        if self.method == "progressive":
+            self.ts, self.tt = _nested_grids(schedule, d.student_steps)
 
     @property
     def teacher(self) -> Family:
@@ -81,8 +124,40 @@ class Distillation(Family):
     def ema_names(self) -> list[str]:
         return self.student.ema_names()
 
+    def optimizer_options(self, phase: str) -> dict:
+        if self.method != "adversarial":
+            return super().optimizer_options(phase)
+        g = self.cfg.gan  # DDGAN's Adam(beta1, beta2) with its own learning rates for G and D
+        return {"lr": g.lr_g if phase == "gen" else g.lr_d, "betas": (g.beta1, g.beta2), "weight_decay": 0.0}
+
     def denoiser(self, modules: nn.ModuleDict):
-        return self.student.denoiser(modules)
+        inner = self.student.denoiser(modules)
+        if self.method == "consistency":
+            return ConsistencyDenoiser(inner, self._consistency_grid(inner.schedule)[0].item(), self.cfg.distill.sigma_data)
+        if self.method == "adversarial":
+            return AdversarialDenoiser(inner, self.cfg.gan.latent_dim)
+        return inner
+
+    def _consistency_grid(self, schedule) -> torch.Tensor:
+        """`distillation.consistency_grid` of the schedule, computed again only when a learned schedule's values
+        change (their version counters), as `PredictionDenoiser` caches its levels."""
+        key = tuple((id(p), p._version) for p in (*schedule.parameters(), *schedule.buffers()))
+        if getattr(self, "_grid_cache", (None,))[0] != key:
+            self._grid_cache = (key, consistency_grid(schedule, self.cfg.distill.grid_steps))
+        return self._grid_cache[1]
+
+    def after_step(self, modules: nn.ModuleDict, step: int) -> None:
+        """consistency: theta^- <- mu theta^- + (1 - mu) theta (stop-gradient; Song et al. eq. 8)."""
+        if self.method != "consistency":
+            return
+        target = modules["target"]
+        with torch.no_grad():
+            pairs = [(p_t, p) for name in target for p_t, p in zip(target[name].parameters(), modules[name].parameters())]
+            if pairs:
+                torch._foreach_lerp_([a for a, _ in pairs], [b.detach() for _, b in pairs], 1.0 - self.cfg.distill.target_ema)
+            for name in target:
+                for b_t, b in zip(target[name].buffers(), modules[name].buffers()):
+                    b_t.copy_(b)
 
     def training_data(self, data, device, progress: bool = False):
         return self.student.training_data(data, device, progress)
@@ -94,15 +169,26 @@ class Distillation(Family):
         from ..config import to_dict
 
         teacher = {"path": self.cfg.distill.teacher, "sha256": self.teacher_sha256,
-                   "family": self.teacher_ck.cfg.family, "steps": 2 * self.cfg.distill.student_steps}
+                   "family": self.teacher_ck.cfg.family, "method": self.method}
+        if self.method == "progressive":  # the teacher's DDIM steps this round replaces
+            teacher["steps"] = 2 * self.cfg.distill.student_steps
         # the model the student runs, so a later round (or a sampler) needs only this checkpoint, not its chain
         return {**self.student.checkpoint_meta(ema), "teacher": teacher, "model_config": to_dict(self.student.cfg)}
 
     def loss(self, phase: str, modules: nn.ModuleDict, x: torch.Tensor, rng, step: int) -> torch.Tensor:
-        """Per-sample progressive distillation loss: max(SNR_t, 1) ||x~ - x0_hat_student(z_t, t)||^2 (mean over
-        dimensions) at a student grid time t drawn uniformly, z_t = alpha_t x + sigma_t eps."""
+        """Per-sample loss of the method (below) on a batch of data (latents for a latent student)."""
         if isinstance(self.student, LatentFamily):
             x = self.student.latents(x)
+        self.teacher.modules.to(x.device)
+        if self.method == "consistency":
+            return self._consistency_loss(modules, x, rng)
+        if self.method == "adversarial":
+            return self._adversarial_loss(phase, modules, x, rng, step)
+        return self._progressive_loss(modules, x, rng)
+
+    def _progressive_loss(self, modules, x, rng) -> torch.Tensor:
+        """max(SNR_t, 1) ||x~ - x0_hat_student(z_t, t)||^2 (mean over dimensions) at a student grid time t drawn
+        uniformly, z_t = alpha_t x + sigma_t eps."""
         n = self.cfg.distill.student_steps
         j = (rng.rand(x.shape[0]) * n).floor().long().clamp(max=n - 1)  # (B,) student step index
         ts, tt = self.ts.to(x.device), self.tt.to(x.device)
@@ -110,20 +196,63 @@ class Distillation(Family):
         student = self.student.denoiser(modules)
         a, sg = (append_dims(v, x) for v in alpha_sigma(student.schedule, t))
         z = a * x + sg * rng.randn(x.shape)
-        self.teacher.modules.to(x.device)
         target = progressive_target(self._teacher_den, student.schedule, z, t, t_mid, s)
         w = truncated_snr_weight(student.schedule, t, x)
         return w * (student(z, t) - target).square().flatten(1).mean(1)
 
+    def _consistency_loss(self, modules, x, rng) -> torch.Tensor:
+        """d(f_theta(z_t, t), f_theta^-(z_s, s)) for adjacent grid times s < t (n uniform), z_t = alpha_t x +
+        sigma_t eps and z_s one teacher DDIM step down from z_t (`distillation.consistency_target`); d is
+        pseudo-Huber (c = 0.00054 sqrt(dims), on the sum over dimensions) or the mean squared error."""
+        d = self.cfg.distill
+        student = self.denoiser(modules)
+        grid = self._consistency_grid(student.schedule).to(x.device)  # ascending, t_min first
+        n = (rng.rand(x.shape[0]) * d.grid_steps).floor().long().clamp(max=d.grid_steps - 1)
+        t, s = grid[n + 1], grid[n]
+        a, sg = (append_dims(v, x) for v in alpha_sigma(student.schedule, t))
+        z = a * x + sg * rng.randn(x.shape)
+        target = ConsistencyDenoiser(self.student.denoiser(modules["target"]), student.t_min, d.sigma_data)
+        y = consistency_target(self._teacher_den, target, student.schedule, z, t, s)
+        if d.distance == "l2":
+            return (student(z, t) - y).square().flatten(1).mean(1)
+        return pseudo_huber(student(z, t), y, pseudo_huber_c(math.prod(x.shape[1:])))
+
+    def _adversarial_loss(self, phase, modules, x, rng, step) -> torch.Tensor:
+        """DDGAN's loss (`ddgan.gan_loss`) on real pairs of the student's grid, the generator read through the
+        teacher's prediction; the generator's also has teacher_weight ||x0' - teacher x0_hat(x_t, t)||^2."""
+        gen = self.denoiser(modules)
+        pairs = grid_step_pairs(gen.schedule, self.grid, x, rng.rand(x.shape[0]), rng.randn(x.shape), rng.randn(x.shape))
+        w = self.cfg.distill.teacher_weight
+
+        def toward_teacher(x_t, t, x0):
+            with torch.no_grad():
+                ref = self._teacher_den(x_t, t)
+            return w * (x0 - ref).square().flatten(1).mean(1)
+
+        return gan_loss(phase, self.cfg.gan, gen.schedule, lambda x_t, t, net_t, latent: gen(x_t, t, latent),
+                        modules["disc"], pairs, rng, step, toward_teacher if w > 0 else None)
+
 
 def _check_inherited_sections(cfg) -> None:
-    """A student's model is its teacher's: a config that sets one of those sections would be silently ignored."""
+    """A student's model is its teacher's: a config that sets one of those sections would be silently ignored
+    (an adversarial student's `gan` section is its own: the discriminator, latent and learning rates)."""
     from ..config import Config, to_dict
 
     mine, default = to_dict(cfg), to_dict(Config())
     for sec in FROM_TEACHER:
+        if sec == "gan" and cfg.distill.method == "adversarial":
+            continue
         if mine[sec] != default[sec]:
             raise TrilemmaError(f"{sec}: a distill student takes its teacher's {sec}; remove the {sec} section")
+
+
+def _load_teacher_weights(modules: nn.ModuleDict, teacher_state: dict) -> None:
+    """The teacher's weights into the student's modules; only a generator's new latent path (which starts at
+    zero) may be missing from the teacher."""
+    missing, unexpected = modules.load_state_dict(teacher_state, strict=False)
+    extra = [k for k in missing if ".mapping." not in k]
+    if extra or unexpected:
+        raise TrilemmaError(f"distill.teacher: its weights do not fit the student ({(extra or unexpected)[0]})")
 
 
 def _model_config(ck):
@@ -162,4 +291,4 @@ def _nested_grids(schedule, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ts, tt
 
 
-__all__ = ["Distillation", "TEACHER_FAMILIES", "FROM_TEACHER"]
+__all__ = ["Distillation", "TEACHER_FAMILIES", "FROM_TEACHER", "MAX_GAN_STEPS"]

@@ -6,6 +6,8 @@ from .discriminator import ConvDiscriminator, MLPDiscriminator
 from .mlp import MLP, FourierInput, timestep_embedding
 from .unet import GANUNet, UNet, build_unet
 
+from torch import nn
+
 from ..errors import TrilemmaError
 
 __all__ = [
@@ -20,6 +22,7 @@ __all__ = [
     "build_vdm_net",
     "FourierInput",
     "build_generator",
+    "latent_generator",
     "build_discriminator",
     "build_unet",
     "timestep_embedding",
@@ -82,6 +85,43 @@ def build_generator(model_cfg, gan_cfg, sample_shape: tuple[int, ...]):
         return _mlp(model_cfg, sample_shape, gan_cfg.latent_dim)
     unet = _unet(model_cfg, sample_shape, class_embed_type="identity", resnet_time_scale_shift="scale_shift")
     return GANUNet(unet, gan_cfg.latent_dim, gan_cfg.mapping_layers, tanh=gan_cfg.tanh)
+
+
+def _zero_mapping(latent_dim: int, width: int, layers: int) -> nn.Sequential:
+    """latent (B, latent_dim) -> (B, width) through `layers` Linear layers (SiLU between); the last starts at zero."""
+    mods, w = [], latent_dim
+    for _ in range(layers):
+        mods += [nn.Linear(w, width), nn.SiLU()]
+        w = width
+    mapping = nn.Sequential(*mods[:-1])
+    nn.init.zeros_(mapping[-1].weight)
+    nn.init.zeros_(mapping[-1].bias)
+    return mapping
+
+
+def latent_generator(net: nn.Module, latent_dim: int, mapping_layers: int) -> nn.Module:
+    """A generator G(x, timestep, latent) made from a trained backbone net(x, timestep) (an MLP, a UNet, either
+    under `FourierInput`): the latent goes through a mapping MLP into the network's time embedding (the MLP's
+    `mapping`; UNet2DModel's class embedding, as `GANUNet`), and the mapping's last layer starts at zero, so at
+    first G(x, t, z) = net(x, t) for every z (a diffusion GAN started from the diffusion model, as in UFOGen,
+    Xu et al. 2024). The backbone's weights are kept; `net` is changed in place where it is an MLP."""
+    if mapping_layers < 1:
+        raise TrilemmaError(f"gan.mapping_layers must be >= 1 for a generator started from a teacher, got {mapping_layers}")
+    if isinstance(net, FourierInput):
+        net.backbone = latent_generator(net.backbone, latent_dim, mapping_layers)
+        net.latent_dim = latent_dim
+        return net
+    if isinstance(net, MLP):
+        net.latent_dim = latent_dim
+        net.mapping = _zero_mapping(latent_dim, net.time[-1].out_features, mapping_layers)
+        return net
+    if isinstance(net, UNet):
+        unet = net.unet
+        unet.class_embedding = nn.Identity()  # the mapped latent is added to the time embedding
+        gen = GANUNet(unet, latent_dim, mapping_layers, tanh=False)
+        gen.mapping = _zero_mapping(latent_dim, unet.config.block_out_channels[0] * 4, mapping_layers)
+        return gen
+    raise TrilemmaError(f"no latent input for a {type(net).__name__} backbone")
 
 
 def build_discriminator(gan_cfg, sample_shape: tuple[int, ...]):

@@ -55,9 +55,9 @@ class FourierInput(nn.Module):
         super().__init__()
         self.backbone, self.n_min, self.count = backbone, n_min, n_max - n_min + 1
 
-    def forward(self, z: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, timestep: torch.Tensor, *latent: torch.Tensor) -> torch.Tensor:
         feats = fourier_features(z, self.count, math.pi * 2.0**self.n_min)  # (B, C (1 + 2 count), *S)
-        return self.backbone(feats, timestep)
+        return self.backbone(feats, timestep, *latent)  # a generator's backbone takes a latent too
 
 
 class MLP(nn.Module):
