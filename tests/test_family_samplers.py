@@ -54,9 +54,13 @@ LATENT = {
 PIXEL["distill"] = {"family": "distill", "data": TOY["data"], "distill": {"student_steps": 2}}
 LATENT["distill"] = {"family": "distill", "data": {"name": "digits"}, "distill": {"student_steps": 2}}
 ONE_STEP = {"steps": 1, "batch_size": 16, "warmup": 0, "save_every": 0}
+# the other distill methods, in pixel space: a consistency student and an adversarial one of T = 2 steps
+PIXEL["distill-consistency"] = {**PIXEL["distill"], "distill": {"method": "consistency", "grid_steps": 8}}
+PIXEL["distill-adversarial"] = {**PIXEL["distill"], "distill": {"method": "adversarial", "student_steps": 2},
+                                "gan": TOY_GAN["gan"], "sample": {"sampler": "ddpm"}}
 
 SAMPLING = [name for name, cls in FAMILIES.items() if cls.no_sampler_reason is None]
-CASES = SAMPLING + [f"latent-{name}" for name in SAMPLING]
+CASES = SAMPLING + [f"latent-{name}" for name in SAMPLING] + ["distill-consistency", "distill-adversarial"]
 # samplers that draw noise at their default options on a grid of more than one step (ddim's eta is 0)
 STOCHASTIC = {"ddpm", "ancestral", "langevin", "consistency"}  # fresh noise at every step but the last
 
@@ -94,14 +98,18 @@ def build(case: str, request, tmp_path):
     if name not in table:
         pytest.fail(f"family {name} can sample but has no {'latent' if latent else 'pixel'} config in this test")
     sections = {"latent": {"autoencoder": str(request.getfixturevalue("ae_run"))}} if latent else {}
-    if name == "distill":  # the student's latent space is its teacher's
+    if name.startswith("distill"):  # the student's latent space is its teacher's
         teacher = request.getfixturevalue("latent_teacher_run" if latent else "teacher_run")
         sections = {"distill": {**table[name]["distill"], "teacher": str(teacher)}}
     cfg = load_config(write_config(tmp_path / f"{case}.yaml", table[name], **sections))
     torch.manual_seed(0)
     family = build_family(cfg, (1, 8, 8) if latent else (2,))
     family.modules.eval()
-    steps = cfg.schedule.num_timesteps if family.draws_x0 else STEPS  # DDGAN's grid: its T steps
+    if case == "distill-adversarial":  # its latent path starts at zero (G is the teacher): make the latent matter
+        torch.nn.init.normal_(family.modules["net"].mapping[-1].weight, std=0.1)
+    steps = STEPS  # a DDGAN's grid: its T steps (an adversarial student's are distill.student_steps)
+    if family.draws_x0:
+        steps = cfg.distill.student_steps if cfg.family == "distill" else cfg.schedule.num_timesteps
     return family, steps
 
 

@@ -116,7 +116,8 @@ class DistillConfig:
     grid_steps: int = 40  # consistency: teacher ODE steps between t_min and t = 1 (N - 1 of Song et al.)
     target_ema: float = 0.95  # consistency: EMA decay of the target network theta^- (Song et al.: 0.95; 0: stop-grad)
     distance: str = "pseudo-huber"  # consistency: pseudo-huber (c = 0.00054 sqrt(d), Song & Dhariwal 2023) | l2
-    sigma_data: float = 0.5  # consistency: sigma_d of the skip parameterisation c_skip = sigma_d^2 / ((s - s_min)^2 + sigma_d^2)
+    sigma_data: float = 0.5  # consistency: sigma_d of c_skip = sigma_d^2 / ((k tau)^2 + sigma_d^2), tau the timestep from t_min
+    timestep_scaling: float = 10.0  # consistency: k above (diffusers' LCMScheduler timestep_scaling)
     teacher_weight: float = 0.0  # adversarial: weight of ||G(x_t, z, t) - teacher x0_hat(x_t, t)||^2 beside the GAN loss
 
 
@@ -270,7 +271,7 @@ RANGES: dict[str, tuple] = {
     "vdm.shape_loss": ("variance", "bound"), "autoencoder.recon": ("l1", "l2"),
     "distill.method": ("progressive", "consistency", "adversarial"), "distill.student_steps": POSITIVE,
     "distill.grid_steps": POSITIVE, "distill.target_ema": (0.0, 0.999999), "distill.distance": ("pseudo-huber", "l2"),
-    "distill.sigma_data": OVER_ZERO, "distill.teacher_weight": (0.0, None), "distill.prediction": ("", "eps", "v", "x0"),
+    "distill.sigma_data": OVER_ZERO, "distill.timestep_scaling": OVER_ZERO, "distill.teacher_weight": (0.0, None), "distill.prediction": ("", "eps", "v", "x0"),
     "model.prediction": ("eps", "v", "x0"),
     "schedule.num_timesteps": POSITIVE, "schedule.beta_start": (0.0, 0.999, "exclusive"), "schedule.beta_end": (0.0, 0.999, "exclusive"),
     "schedule.beta_min": (0.0, None), "schedule.beta_max": OVER_ZERO, "schedule.grid_eps": (0.0, 0.999),

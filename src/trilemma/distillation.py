@@ -24,7 +24,7 @@ from .denoiser import PredictionDenoiser, StochasticDenoiser, append_dims, batch
 from .noise import randn
 from .schedules import alpha_sigma, time_grid
 
-__all__ = ["ddim_step", "progressive_target", "truncated_snr_weight", "consistency_skip", "ConsistencyDenoiser",
+__all__ = ["ddim_step", "progressive_target", "truncated_snr_weight", "consistency_scalings", "ConsistencyDenoiser",
            "consistency_grid", "consistency_target", "pseudo_huber", "pseudo_huber_c", "AdversarialDenoiser"]
 
 
@@ -64,27 +64,31 @@ def truncated_snr_weight(schedule, t, like: torch.Tensor) -> torch.Tensor:
 # --- consistency distillation (Song, Dhariwal, Chen, Sutskever, ICML 2023) ------------------------------------
 #
 # A consistency function maps every point z_t of a probability-flow ODE trajectory to the trajectory's point at
-# t_min. In EDM's noise level s_t = sigma_t / alpha_t (z_t / alpha_t = x + s_t eps), the boundary condition is
-# f(z, t_min) = z / alpha_t_min. The student is parameterised so that it holds exactly (their eq. 5 with
-# s - s_min in c_skip): f(z, t) = c_skip(t) z / alpha_t + (1 - c_skip(t)) x0_hat(z, t), with
-# c_skip = sigma_d^2 / ((s_t - s_min)^2 + sigma_d^2). The second weight, 1 - c_skip, keeps the teacher's
-# x0_hat where s_t >> sigma_d, so a student started from the teacher's weights starts close to it.
+# t_min, so f(z, t_min) = z. The student is parameterised so that this holds exactly (their eq. 5):
+# f(z, t) = c_skip(t) z + c_out(t) x0_hat(z, t), with c_skip = sigma_d^2 / ((k tau)^2 + sigma_d^2) and
+# c_out = k tau / sqrt((k tau)^2 + sigma_d^2) in the network's timestep tau = timestep(t) - timestep(t_min) and a
+# timestep scaling k: the scalings of diffusers' LCMScheduler (Luo et al. 2023), so a student exports with that
+# scheduler. With k = 10, c_out > 0.998 from the second training timestep on: the student is its x0_hat network
+# (at first, its teacher) everywhere but at t_min, where it is the identity.
 
 
-def consistency_skip(s: torch.Tensor, s_min: float, sigma_data: float) -> torch.Tensor:
-    """c_skip(s) = sigma_d^2 / ((s - s_min)^2 + sigma_d^2): exactly 1 at s = s_min, -> 0 as s grows."""
-    return sigma_data**2 / ((s - s_min).square() + sigma_data**2)
+def consistency_scalings(tau: torch.Tensor, sigma_data: float, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(c_skip, c_out) at timestep offsets tau >= 0 from t_min: exactly (1, 0) at tau = 0."""
+    k = scaling * tau
+    c_skip = sigma_data**2 / (k.square() + sigma_data**2)
+    c_out = k / (k.square() + sigma_data**2).sqrt()
+    return c_skip, c_out
 
 
 class ConsistencyDenoiser(nn.Module):
-    """A consistency function under the denoiser contract: f(z_t, t) = c_skip z_t / alpha_t + (1 - c_skip) x0_hat
-    of the wrapped denoiser (an x0_hat network of any prediction), with f(z, t_min) = z / alpha_t_min exactly.
-    `t_min` is the smallest time of the consistency grid; s_min is read from the schedule at each call (a learned
-    schedule's values are those loaded)."""
+    """A consistency function under the denoiser contract: f(z_t, t) = c_skip z_t + c_out x0_hat of the wrapped
+    denoiser (a `PredictionDenoiser` of any prediction), with f(z, t) = z exactly for t <= t_min, the smallest time
+    of the consistency grid. The timestep is the wrapped network's (`net_time`: a learned schedule's is read at
+    each call)."""
 
-    def __init__(self, inner: nn.Module, t_min: float, sigma_data: float):
+    def __init__(self, inner: PredictionDenoiser, t_min: float, sigma_data: float = 0.5, scaling: float = 10.0):
         super().__init__()
-        self.inner, self.t_min, self.sigma_data = inner, float(t_min), float(sigma_data)
+        self.inner, self.t_min, self.sigma_data, self.scaling = inner, float(t_min), float(sigma_data), float(scaling)
 
     @property
     def schedule(self):
@@ -93,11 +97,11 @@ class ConsistencyDenoiser(nn.Module):
     def forward(self, z: torch.Tensor, t) -> torch.Tensor:
         x0 = self.inner(z, t)
         tt = batch_times(t, z)
-        a, s = alpha_sigma(self.schedule, torch.cat([tt, tt.new_full((1,), self.t_min)]))
-        noise = s / a  # EDM's sigma; the last entry is s_min
-        c = consistency_skip(noise[:-1], noise[-1].item(), self.sigma_data)
-        c = append_dims(torch.where(tt <= self.t_min, torch.ones_like(c), c), z)  # exactly 1 at t_min by construction
-        return c * (z / append_dims(a[:-1], z)) + (1 - c) * x0
+        tau = self.inner.net_time(torch.cat([tt, tt.new_full((1,), self.t_min)])).to(torch.float64)
+        c_skip, c_out = consistency_scalings((tau[:-1] - tau[-1]).clamp(min=0), self.sigma_data, self.scaling)
+        at_min = tt <= self.t_min  # exactly (1, 0) there by construction, whatever the timestep arithmetic gives
+        c_skip, c_out = torch.where(at_min, 1.0, c_skip), torch.where(at_min, 0.0, c_out)
+        return append_dims(c_skip, z) * z + append_dims(c_out, z) * x0
 
 
 def consistency_grid(schedule, segments: int) -> torch.Tensor:

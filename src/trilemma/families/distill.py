@@ -12,8 +12,8 @@ takes in two, on the trailing grid of `student_steps` steps (the teacher's grid 
 The target is `distillation.progressive_target`, the loss its x-space error weighted by max(SNR, 1). A round's
 checkpoint is the teacher of the next round (64 -> 32 -> ... -> 1): name it as distill.teacher.
 
-consistency (Song et al., ICML 2023, Alg. 2): the student f(z_t, t) (`distillation.ConsistencyDenoiser`, exact at
-t_min) learns to give at z_t what a target network gives one teacher DDIM step down the probability-flow ODE,
+consistency (Song et al., ICML 2023, Alg. 2): the student f(z_t, t) (`distillation.ConsistencyDenoiser`, the
+identity at t_min) learns to give at z_t what a target network gives one teacher DDIM step down the probability-flow ODE,
 on a log-SNR grid of `grid_steps` steps; the target network (module "target") is an EMA of the student with decay
 `target_ema`; the distance is pseudo-Huber or L2. Sampled with the consistency sampler.
 
@@ -133,10 +133,15 @@ class Distillation(Family):
     def denoiser(self, modules: nn.ModuleDict):
         inner = self.student.denoiser(modules)
         if self.method == "consistency":
-            return ConsistencyDenoiser(inner, self._consistency_grid(inner.schedule)[0].item(), self.cfg.distill.sigma_data)
+            return self._consistency_fn(inner)
         if self.method == "adversarial":
             return AdversarialDenoiser(inner, self.cfg.gan.latent_dim)
         return inner
+
+    def _consistency_fn(self, inner) -> ConsistencyDenoiser:
+        d = self.cfg.distill
+        return ConsistencyDenoiser(inner, self._consistency_grid(inner.schedule)[0].item(), d.sigma_data,
+                                   d.timestep_scaling)
 
     def _consistency_grid(self, schedule) -> torch.Tensor:
         """`distillation.consistency_grid` of the schedule, computed again only when a learned schedule's values
@@ -211,7 +216,7 @@ class Distillation(Family):
         t, s = grid[n + 1], grid[n]
         a, sg = (append_dims(v, x) for v in alpha_sigma(student.schedule, t))
         z = a * x + sg * rng.randn(x.shape)
-        target = ConsistencyDenoiser(self.student.denoiser(modules["target"]), student.t_min, d.sigma_data)
+        target = self._consistency_fn(self.student.denoiser(modules["target"]))
         y = consistency_target(self._teacher_den, target, student.schedule, z, t, s)
         if d.distance == "l2":
             return (student(z, t) - y).square().flatten(1).mean(1)
