@@ -365,7 +365,7 @@ def test_an_adversarial_student_takes_at_most_8_steps(teacher, tmp_path):
 def test_only_a_progressive_round_teaches_among_students(students, tmp_path, teacher_method, method):
     res = run("train", write_config(tmp_path / "s.yaml", method_config(students[teacher_method], method)), "--out",
               tmp_path / "o", "--quiet")
-    assert_one_line_error(res, f"is a {teacher_method} student; a teacher is a ddpm or vdm model, or a progressive round")
+    assert_one_line_error(res, f"is a {teacher_method} student checkpoint; a teacher is a ddpm or vdm model, or a progressive round")
     assert not (tmp_path / "o").exists()
 
 

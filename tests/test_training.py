@@ -151,7 +151,7 @@ def fmnist_ae(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS.glob("*.yaml")), ids=lambda p: p.stem)
-def test_every_preset_loads_and_builds(preset, fmnist_ae):
+def test_every_preset_loads_and_builds(preset, fmnist_ae, tmp_path):
     """The shipped presets stay valid as the config schema grows: they load and their family builds
     (a latent preset on an untrained checkpoint of the fmnist-ae preset)."""
     from trilemma.families import build_family
@@ -159,8 +159,27 @@ def test_every_preset_loads_and_builds(preset, fmnist_ae):
     cfg = load_config(preset)
     if cfg.latent.autoencoder:
         cfg = load_config(preset, [f"latent.autoencoder={fmnist_ae}"])
+    if cfg.family == "distill" and not cfg.distill.teacher.startswith("trilemma:"):
+        # a student of a run its preset trains (distill.teacher runs/NAME <- configs/NAME.yaml): an untrained one
+        cfg = load_config(preset, [f"distill.teacher={_untrained_teacher(cfg.distill.teacher, fmnist_ae, tmp_path)}"])
     shape = {"toy2d": (2,), "digits": (1, 8, 8)}.get(cfg.data.name, (1, 32, 32) if cfg.data.pad32 else (1, 28, 28))
     fam = build_family(cfg, shape)
-    if cfg.latent.autoencoder:
+    if cfg.latent.autoencoder or (cfg.family == "distill" and fam.sample_shape != shape):
         assert fam.sample_shape == (4, 8, 8)
     assert sum(p.numel() for p in fam.modules.parameters()) > 0
+
+
+def _untrained_teacher(ref: str, fmnist_ae: Path, tmp_path: Path) -> Path:
+    """An untrained checkpoint of the preset a distill preset's teacher run is trained from."""
+    from trilemma.checkpoint import save_checkpoint
+    from trilemma.families import build_family
+
+    name = Path(ref).name
+    cfg = load_config(PRESETS / f"{name}.yaml")
+    if cfg.latent.autoencoder:
+        cfg = load_config(PRESETS / f"{name}.yaml", [f"latent.autoencoder={fmnist_ae}"])
+    shape = {"toy2d": (2,), "digits": (1, 8, 8)}.get(cfg.data.name, (1, 28, 28))
+    fam = build_family(cfg, shape)
+    ema = {f"{n}.{k}": v for n in fam.ema_names() for k, v in fam.modules[n].state_dict().items()}
+    return save_checkpoint(tmp_path / name / "checkpoint", cfg=cfg, sample_shape=fam.sample_shape, step=0,
+                           ema_state=ema, data_shape=shape, extra_meta=fam.checkpoint_meta(fam.modules))

@@ -106,7 +106,8 @@ class DistillConfig:
     """A few-step student distilled from a trained teacher (family distill). The student is the teacher's model
     (its architecture, schedule and prediction) started from the teacher's EMA weights."""
 
-    teacher: str = ""  # a ddpm or vdm run or checkpoint directory (pixel or latent), or an earlier distill round
+    teacher: str = ""  # a ddpm or vdm run or checkpoint directory (pixel or latent), or a progressive round;
+    # "trilemma:NAME" is a checkpoint shipped with the package (trilemma:toy2d-ddpm)
     method: str = "progressive"  # progressive (Salimans & Ho 2022) | consistency (Song et al. 2023) | adversarial
     # progressive: the student's DDIM steps on the trailing grid (the teacher takes twice as many);
     # adversarial: the generator's steps T <= 8 on the teacher's trailing grid (DDGAN's T)

@@ -6,14 +6,28 @@ checkpoint's config names and loads its EMA weights into it.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from torch import nn
 
 from .errors import TrilemmaError
 from .families import FAMILIES, build_family
 
-__all__ = ["checkpoint_sha256", "check_recorded_sha256", "data_shape_of", "loaded_family", "denoiser_from_checkpoint", "autoencoder_from_checkpoint", "decoder_of",
+__all__ = ["SHIPPED_PREFIX", "model_path", "checkpoint_sha256", "check_recorded_sha256", "data_shape_of", "loaded_family", "denoiser_from_checkpoint", "autoencoder_from_checkpoint", "decoder_of",
            "sampler_from_checkpoint", "no_bound_reason", "bound_from_checkpoint"]
+
+
+SHIPPED_PREFIX = "trilemma:"  # "trilemma:toy2d-ddpm" names a checkpoint shipped in trilemma/assets
+
+
+def model_path(ref: str) -> Path:
+    """A run or checkpoint directory named in a config: a path, or "trilemma:NAME" for the checkpoint shipped in
+    trilemma/assets/NAME (found wherever the package is installed, whatever the working directory)."""
+    if ref.startswith(SHIPPED_PREFIX):
+        from .features import asset_path
+
+        return asset_path(ref[len(SHIPPED_PREFIX):])
+    return Path(ref)
 
 
 def data_shape_of(ck) -> tuple[int, ...]:

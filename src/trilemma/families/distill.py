@@ -58,48 +58,20 @@ class Distillation(Family):
         return cfg.distill.method == "adversarial"  # a generator draws x0; the other students estimate it
 
     def __init__(self, cfg, data_shape: tuple[int, ...], meta: dict | None = None, where: str = "config"):
-        from ..checkpoint import load_checkpoint
-        from ..loading import check_recorded_sha256, checkpoint_sha256
         from . import build_family
 
         super().__init__(cfg, data_shape)
         d = cfg.distill
-        if not d.teacher:
-            raise TrilemmaError("distill.teacher: name the run or checkpoint directory of the model to distill")
-        _check_inherited_sections(cfg)
-        ck = load_checkpoint(d.teacher)
-        if ck.cfg.family not in TEACHER_FAMILIES:
-            raise TrilemmaError(f"distill.teacher: {ck.path} is a {ck.cfg.family} checkpoint; a teacher is a ddpm "
-                                "or vdm model, or an earlier distill round")
-        if ck.cfg.family == "distill" and ck.cfg.distill.method != "progressive":
-            raise TrilemmaError(f"distill.teacher: {ck.path} is a {ck.cfg.distill.method} student; a teacher is a ddpm "
-                                "or vdm model, or a progressive round")
-        self.teacher_sha256 = checkpoint_sha256(ck)
-        check_recorded_sha256(meta, "teacher", self.teacher_sha256, where, ck.path, "teacher",
-                              "point distill.teacher at the model this student was distilled from")
-        # the same data: toy points exactly (n, seed and scale are the data), images up to where they are stored
-        if not (ck.cfg.data == cfg.data or (cfg.data.name != "toy2d" and same_images(ck.cfg.data, cfg.data))):
-            raise TrilemmaError(f"data: the teacher {ck.path} was trained on other data ({ck.cfg.data.name}); a "
-                                "student learns on its teacher's data (copy the teacher's data section)")
-        self.teacher_ck, self._teacher = ck, None
-        model_cfg = _student_model_config(_model_config(ck), d.prediction)
-        self.student = build_family(model_cfg, data_shape, meta, where)  # the teacher's model
+        self.teacher_ck, self.teacher_sha256 = _teacher_checkpoint(cfg, meta, where)
+        self._teacher = None
+        self.student = build_family(_student_model_config(_model_config(self.teacher_ck), d.prediction), data_shape,
+                                    meta, where)  # the teacher's model
         self.sample_shape, self.method = self.student.sample_shape, d.method
         self.data_shape = tuple(data_shape)  # what `decode` gives (a latent student's images)
         schedule = self.student.denoiser(self.student.modules).schedule
+        self.modules = self.student.modules
         if self.method == "adversarial":
-            if d.student_steps > MAX_GAN_STEPS:
-                raise TrilemmaError(f"distill.student_steps: an adversarial student takes T <= {MAX_GAN_STEPS} "
-                                    f"steps, got {d.student_steps}")
-            from ..networks import build_discriminator, latent_generator
-
-            self.grid = time_grid(schedule, d.student_steps, "trailing").flip(0)  # 0 = t_0 < ... < t_T
-            nets = self.student.modules
-            nets["net"] = latent_generator(nets["net"], cfg.gan.latent_dim, cfg.gan.mapping_layers)
-            self.modules = nn.ModuleDict({**nets, "disc": build_discriminator(cfg.gan, self.sample_shape)})
-            self.phases, self.draws_x0 = {"disc": ("disc",), "gen": ("net",)}, True
-        else:
-            self.modules = self.student.modules
+            self._make_generator(schedule)
         if meta is None:  # a new student starts from its teacher's weights (a saved one has its own)
             _load_teacher_weights(self.student.modules, self.teacher.modules.state_dict())
         if self.method == "consistency":  # the target network starts as the student (Song et al., Alg. 2)
@@ -107,6 +79,21 @@ class Distillation(Family):
                                           "target": copy.deepcopy(self.student.modules).requires_grad_(False)})
         if self.method == "progressive":
             self.ts, self.tt = _nested_grids(schedule, d.student_steps)
+
+    def _make_generator(self, schedule) -> None:
+        """adversarial: the student's network becomes a generator with a zero-started latent path, beside a
+        discriminator; the grid is the trailing one of student_steps = T steps, ascending."""
+        from ..networks import build_discriminator, latent_generator
+
+        T, g = self.cfg.distill.student_steps, self.cfg.gan
+        if T > MAX_GAN_STEPS:
+            raise TrilemmaError(f"distill.student_steps: an adversarial student takes T <= {MAX_GAN_STEPS} steps, "
+                                f"got {T}")
+        self.grid = time_grid(schedule, T, "trailing").flip(0)  # 0 = t_0 < ... < t_T
+        nets = self.student.modules
+        nets["net"] = latent_generator(nets["net"], g.latent_dim, g.mapping_layers)
+        self.modules = nn.ModuleDict({**nets, "disc": build_discriminator(g, self.sample_shape)})
+        self.phases, self.draws_x0 = {"disc": ("disc",), "gen": ("net",)}, True
 
     @property
     def teacher(self) -> Family:
@@ -236,6 +223,31 @@ class Distillation(Family):
 
         return gan_loss(phase, self.cfg.gan, gen.schedule, lambda x_t, t, net_t, latent: gen(x_t, t, latent),
                         modules["disc"], pairs, rng, step, toward_teacher if w > 0 else None)
+
+
+def _teacher_checkpoint(cfg, meta: dict | None, where: str):
+    """(the teacher's checkpoint, its SHA-256), checked: a kind that can teach, the SHA-256 a saved student
+    recorded (`meta`), the student's data."""
+    from ..checkpoint import load_checkpoint
+    from ..loading import check_recorded_sha256, checkpoint_sha256, model_path
+
+    d = cfg.distill
+    if not d.teacher:
+        raise TrilemmaError("distill.teacher: name the run or checkpoint directory of the model to distill")
+    _check_inherited_sections(cfg)
+    ck = load_checkpoint(model_path(d.teacher))
+    kind = ck.cfg.family if ck.cfg.family != "distill" else f"{ck.cfg.distill.method} student"
+    if ck.cfg.family not in TEACHER_FAMILIES or kind in ("consistency student", "adversarial student"):
+        raise TrilemmaError(f"distill.teacher: {ck.path} is a {kind} checkpoint; a teacher is a ddpm or vdm model, "
+                            "or a progressive round")
+    sha = checkpoint_sha256(ck)
+    check_recorded_sha256(meta, "teacher", sha, where, ck.path, "teacher",
+                          "point distill.teacher at the model this student was distilled from")
+    # the same data: toy points exactly (n, seed and scale are the data), images up to where they are stored
+    if not (ck.cfg.data == cfg.data or (cfg.data.name != "toy2d" and same_images(ck.cfg.data, cfg.data))):
+        raise TrilemmaError(f"data: the teacher {ck.path} was trained on other data ({ck.cfg.data.name}); a "
+                            "student learns on its teacher's data (copy the teacher's data section)")
+    return ck, sha
 
 
 def _check_inherited_sections(cfg) -> None:

@@ -1,0 +1,18 @@
+#!/bin/bash
+# Progressive distillation rounds from a one-round preset: round N (student_steps N, the preset's teacher for the
+# first) -> N/2 -> ... -> 1, each round's checkpoint the teacher of the next; prints each round's wall-clock.
+# Usage, from the repository root with .venv installed:
+#   bash benchmarks/progressive_chain.sh CONFIG OUT FIRST_STEPS [TRAIN_STEPS_PER_ROUND]
+# e.g. bash benchmarks/progressive_chain.sh configs/fmnist-progressive.yaml runs/fmnist-progressive 16 600
+set -euo pipefail
+config=$1 out=$2 n=$3 steps=${4:-}
+mkdir -p "$out"
+teacher=()
+while [ "$n" -ge 1 ]; do
+  start=$(date +%s)
+  .venv/bin/trilemma train "$config" --out "$out/r$n" --quiet ${steps:+--steps "$steps"} "${teacher[@]}" \
+    --set distill.student_steps="$n" --set sample.steps="$n"
+  echo "round $n: $(( $(date +%s) - start )) s"
+  teacher=(--set distill.teacher="$out/r$n")
+  n=$(( n / 2 ))
+done
