@@ -17,7 +17,7 @@ from trilemma.config import ModelConfig, load_config
 from trilemma.data import load_dataset
 from trilemma.denoiser import PredictionDenoiser, append_dims, batch_times
 from trilemma.distillation import (ConsistencyDenoiser, consistency_grid, consistency_scalings, consistency_target,
-                                   pseudo_huber, pseudo_huber_c)
+                                   ode_step, pseudo_huber, pseudo_huber_c)
 from trilemma.errors import TrilemmaError
 from trilemma.families import build_family
 from trilemma.loading import denoiser_from_checkpoint
@@ -173,6 +173,32 @@ def test_the_consistency_target_with_exact_models_is_exact_up_to_one_ddim_step(s
     with torch.no_grad():
         y = consistency_target(teacher, f, schedule, z_t, t, s)
     assert y.dtype == z_t.dtype and torch.allclose(y.double(), ddim, atol=1e-6)
+
+
+@pytest.mark.parametrize("schedule", [LinearBeta(1000), Cosine()], ids=["linear-beta", "cosine"])
+def test_the_heun_step_is_a_higher_order_ode_step_than_ddim(schedule):
+    """ode_step with the exact Gaussian denoiser against the exact probability-flow map (the standardised
+    (z - alpha mu) / sqrt(alpha^2 v + sigma^2) is kept along the ODE): Heun's error is far below DDIM's on the same
+    segments and falls faster as the grid is refined (third order locally against second). Measured (linear-beta):
+    DDIM 0.117 / 0.0098 on 16 / 64 segments, Heun 0.044 / 0.00059 (cosine: 0.435 / 0.0205, 0.188 / 0.0027)."""
+    mean, std = torch.tensor([0.7, -0.4], dtype=torch.float64), torch.tensor([1.3, 0.5], dtype=torch.float64)
+    teacher = GaussianDenoiser(schedule, mean, std)
+
+    def worst(segments: int, solver: str) -> float:
+        grid = consistency_grid(schedule, segments)
+        n = torch.arange(segments).repeat_interleave(32)
+        t, s = grid[n + 1], grid[n]
+        gen = torch.Generator().manual_seed(segments)
+        x, eps = (torch.randn(len(n), 2, generator=gen, dtype=torch.float64) for _ in range(2))
+        (a_t, s_t), (a_s, s_s) = ((v[:, None] for v in alpha_sigma(schedule, u)) for u in (t, s))
+        z_t = a_t * (mean + std * x) + s_t * eps
+        exact = a_s * mean + (z_t - a_t * mean) * ((a_s**2 * std**2 + s_s**2) / (a_t**2 * std**2 + s_t**2)).sqrt()
+        return (ode_step(teacher, schedule, z_t, t, s, solver) - exact).abs().max().item()
+
+    ddim, heun = {n: worst(n, "ddim") for n in (16, 64)}, {n: worst(n, "heun") for n in (16, 64)}
+    # 4x finer: DDIM's error falls about 16x (h^2), Heun's about 64x (h^3)
+    assert heun[16] < ddim[16] / 2 and heun[64] < ddim[64] / 5, (ddim, heun)
+    assert heun[64] < heun[16] / 40 and ddim[64] > ddim[16] / 30, (ddim, heun)
 
 
 def test_pseudo_huber_is_l2_for_large_errors_and_quadratic_for_small_ones():

@@ -115,6 +115,7 @@ class DistillConfig:
     prediction: str = ""  # what the student's network predicts: "" (the teacher's) | v | x0; v or x0 keep one step
     # stable where an eps-student's x0 = (z - sigma eps) / alpha amplifies errors 1 / alpha (Salimans & Ho, sec. 4)
     grid_steps: int = 40  # consistency: teacher ODE steps between t_min and t = 1 (N - 1 of Song et al.)
+    solver: str = "ddim"  # consistency: the teacher's ODE step per segment: ddim (1 evaluation) | heun (2, second order)
     target_ema: float = 0.95  # consistency: EMA decay of the target network theta^- (Song et al.: 0.95; 0: stop-grad)
     distance: str = "pseudo-huber"  # consistency: pseudo-huber (c = 0.00054 sqrt(d), Song & Dhariwal 2023) | l2
     sigma_data: float = 0.5  # consistency: sigma_d of c_skip = sigma_d^2 / ((k tau)^2 + sigma_d^2), tau the timestep from t_min
@@ -271,7 +272,7 @@ RANGES: dict[str, tuple] = {
     "sample.steps": POSITIVE, "sample.n": POSITIVE,  # the sampler's options: `sample_options`
     "vdm.shape_loss": ("variance", "bound"), "autoencoder.recon": ("l1", "l2"),
     "distill.method": ("progressive", "consistency", "adversarial"), "distill.student_steps": POSITIVE,
-    "distill.grid_steps": POSITIVE, "distill.target_ema": (0.0, 0.999999), "distill.distance": ("pseudo-huber", "l2"),
+    "distill.grid_steps": POSITIVE, "distill.target_ema": (0.0, 0.999999), "distill.distance": ("pseudo-huber", "l2"), "distill.solver": ("ddim", "heun"),
     "distill.sigma_data": OVER_ZERO, "distill.timestep_scaling": OVER_ZERO, "distill.teacher_weight": (0.0, None), "distill.prediction": ("", "eps", "v", "x0"),
     "model.prediction": ("eps", "v", "x0"),
     "schedule.num_timesteps": POSITIVE, "schedule.beta_start": (0.0, 0.999, "exclusive"), "schedule.beta_end": (0.0, 0.999, "exclusive"),

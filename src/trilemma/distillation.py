@@ -25,7 +25,7 @@ from .noise import randn
 from .schedules import alpha_sigma, time_grid
 
 __all__ = ["ddim_step", "progressive_target", "truncated_snr_weight", "consistency_scalings", "ConsistencyDenoiser",
-           "consistency_grid", "consistency_target", "pseudo_huber", "pseudo_huber_c", "AdversarialDenoiser"]
+           "consistency_grid", "ode_step", "consistency_target", "pseudo_huber", "pseudo_huber_c", "AdversarialDenoiser"]
 
 
 def ddim_step(z: torch.Tensor, x0: torch.Tensor, a_t, s_t, a_s, s_s) -> torch.Tensor:
@@ -111,15 +111,30 @@ def consistency_grid(schedule, segments: int) -> torch.Tensor:
     return time_grid(schedule, segments + 1, "logsnr")[:-1].flip(0)
 
 
-def consistency_target(teacher, target, schedule, z_t: torch.Tensor, t, s) -> torch.Tensor:
-    """The consistency-distillation target at (z_t, t) for the adjacent grid time s < t: one deterministic DDIM step
-    of the teacher's probability-flow ODE, z_s = ddim(z_t, teacher(z_t, t)), then the target network's
-    f(z_s, s) (Song et al. 2023, Alg. 2). No gradients."""
+def ode_step(teacher, schedule, z_t: torch.Tensor, t, s, solver: str = "ddim") -> torch.Tensor:
+    """One step t -> s > 0 of the teacher's probability-flow ODE from z_t, in z_t's dtype (coefficients in the
+    schedule's precision): "ddim", the DDIM step (Euler in EDM's y = z / alpha, sigma~ = sigma / alpha; one
+    evaluation), or "heun", EDM's second-order step (Karras et al. 2022, Alg. 1; two evaluations), whose local error
+    is a power of the step smaller. No gradients."""
     with torch.no_grad():
         zw = z_t.to(torch.float64) if z_t.device.type != "mps" else z_t
         (a_t, s_t), (a_s, s_s) = _levels(schedule, t, zw), _levels(schedule, s, zw)
-        z_s = ddim_step(zw, teacher(z_t, t).to(zw.dtype), a_t, s_t, a_s, s_s).to(z_t.dtype)
-        return target(z_s, s)
+        x0_t = teacher(z_t, t).to(zw.dtype)
+        z_s = ddim_step(zw, x0_t, a_t, s_t, a_s, s_s)
+        if solver == "heun":  # average the slopes dy/dsigma~ = (y - x0) / sigma~ at both ends
+            n_t, n_s = s_t / a_t, s_s / a_s
+            x0_s = teacher(z_s.to(z_t.dtype), s).to(zw.dtype)
+            slope = ((zw / a_t - x0_t) / n_t + (z_s / a_s - x0_s) / n_s) / 2
+            z_s = a_s * (zw / a_t + (n_s - n_t) * slope)
+        return z_s.to(z_t.dtype)
+
+
+def consistency_target(teacher, target, schedule, z_t: torch.Tensor, t, s, solver: str = "ddim") -> torch.Tensor:
+    """The consistency-distillation target at (z_t, t) for the adjacent grid time s < t: one step of the teacher's
+    probability-flow ODE (`ode_step`), then the target network's f(z_s, s) (Song et al. 2023, Alg. 2). No
+    gradients."""
+    with torch.no_grad():
+        return target(ode_step(teacher, schedule, z_t, t, s, solver), s)
 
 
 def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:

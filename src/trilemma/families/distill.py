@@ -13,9 +13,10 @@ The target is `distillation.progressive_target`, the loss its x-space error weig
 checkpoint is the teacher of the next round (64 -> 32 -> ... -> 1): name it as distill.teacher.
 
 consistency (Song et al., ICML 2023, Alg. 2): the student f(z_t, t) (`distillation.ConsistencyDenoiser`, the
-identity at t_min) learns to give at z_t what a target network gives one teacher DDIM step down the probability-flow ODE,
-on a log-SNR grid of `grid_steps` steps; the target network (module "target") is an EMA of the student with decay
-`target_ema`; the distance is pseudo-Huber or L2. Sampled with the consistency sampler.
+identity at t_min) learns to give at z_t what a target network gives one teacher step (DDIM or Heun, `solver`)
+down the probability-flow ODE, on a log-SNR grid of `grid_steps` steps; the target network (module "target") is
+an EMA of the student with decay `target_ema`; the distance is pseudo-Huber or L2. Sampled with the consistency
+sampler.
 
 adversarial (a DDGAN started from the teacher, as UFOGen): the generator is the teacher's network with a latent
 path into its time embedding that starts at zero (`networks.latent_generator`), so at step 0 G(x_t, z, t) is the
@@ -194,7 +195,7 @@ class Distillation(Family):
 
     def _consistency_loss(self, modules, x, rng) -> torch.Tensor:
         """d(f_theta(z_t, t), f_theta^-(z_s, s)) for adjacent grid times s < t (n uniform), z_t = alpha_t x +
-        sigma_t eps and z_s one teacher DDIM step down from z_t (`distillation.consistency_target`); d is
+        sigma_t eps and z_s one teacher ODE step down from z_t (`distillation.consistency_target`); d is
         pseudo-Huber (c = 0.00054 sqrt(dims), on the sum over dimensions) or the mean squared error."""
         d = self.cfg.distill
         student = self.denoiser(modules)
@@ -204,7 +205,7 @@ class Distillation(Family):
         a, sg = (append_dims(v, x) for v in alpha_sigma(student.schedule, t))
         z = a * x + sg * rng.randn(x.shape)
         target = self._consistency_fn(self.student.denoiser(modules["target"]))
-        y = consistency_target(self._teacher_den, target, student.schedule, z, t, s)
+        y = consistency_target(self._teacher_den, target, student.schedule, z, t, s, d.solver)
         if d.distance == "l2":
             return (student(z, t) - y).square().flatten(1).mean(1)
         return pseudo_huber(student(z, t), y, pseudo_huber_c(math.prod(x.shape[1:])))
