@@ -12,7 +12,7 @@ mkdir -p "$out"
 teacher=(${TEACHER:+--set distill.teacher="$TEACHER"})
 while [ "$n" -ge 1 ]; do
   start=$(date +%s)
-  .venv/bin/trilemma train "$config" --out "$out/r$n" --quiet ${steps:+--steps "$steps"} "${teacher[@]}" \
+  .venv/bin/trilemma train "$config" --out "$out/r$n" --quiet ${steps:+--steps "$steps"} ${teacher[@]+"${teacher[@]}"} \
     --set distill.student_steps="$n" --set sample.steps="$n"
   echo "round $n: $(( $(date +%s) - start )) s"
   teacher=(--set distill.teacher="$out/r$n")

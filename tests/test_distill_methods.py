@@ -4,6 +4,8 @@ NFE through `trilemma sample`, one-line refusals of bad configs, and where each 
 
 import copy
 
+import numpy as np
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -33,7 +35,8 @@ def method_config(teacher, method: str, student_steps: int = 2, distill: dict | 
     sampler, or the gan section and the ddpm sampler on the student's T steps."""
     cfg = student_config(teacher, student_steps, **train_cfg)
     cfg["distill"] = {**cfg["distill"], "method": method, **(distill or {})}
-    if method == "consistency":
+    if method == "consistency":  # it reads no student_steps (a set one is refused)
+        cfg["distill"].pop("student_steps")
         cfg["distill"].setdefault("grid_steps", 8)
         cfg["sample"] = {"sampler": "consistency", "steps": 2, "n": 64}
     elif method == "adversarial":
@@ -408,7 +411,7 @@ def test_a_gan_section_is_refused_but_for_an_adversarial_student(teacher, tmp_pa
     cfg = method_config(teacher, method)
     cfg["gan"] = dict(GAN)
     res = run("train", write_config(tmp_path / "s.yaml", cfg), "--out", tmp_path / "o", "--quiet")
-    assert_one_line_error(res, "gan: a distill student takes its teacher's gan; remove the gan section")
+    assert_one_line_error(res, "gan: only an adversarial student (distill.method: adversarial) has a gan section")
     assert not (tmp_path / "o").exists()
     family = build(tmp_path, method_config(teacher, "adversarial"), "a.yaml")  # its own: the discriminator's size
     assert family.modules["disc"].inp.out_features == GAN["d_hidden"] and len(family.modules["disc"].blocks) == 2
@@ -468,3 +471,48 @@ def test_the_teacher_term_is_zero_at_step_0_and_linear_in_its_weight(teacher, tm
     nn.init.normal_(family.modules["net"].mapping[-1].weight, std=3.0)
     once, twice = extra(0.5), extra(1.0)
     assert (once > 0).all() and torch.allclose(twice, 2 * once, rtol=1e-3, atol=1e-5), (once, twice)
+
+
+@pytest.mark.parametrize("method, key, value", [("consistency", "student_steps", 4), ("progressive", "grid_steps", 8),
+                                                ("adversarial", "solver", "heun"), ("progressive", "teacher_weight", 1.0)])
+def test_a_key_the_method_does_not_read_is_refused(teacher, tmp_path, method, key, value):
+    cfg = method_config(teacher, method)
+    cfg["distill"][key] = value
+    res = run("train", write_config(tmp_path / "s.yaml", cfg), "--out", tmp_path / "o", "--quiet")
+    assert_one_line_error(res, f"distill.{key}: the {method} method does not use it")
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_unknown_shipped_teacher_lists_the_shipped_ones(teacher, tmp_path):
+    cfg = method_config(teacher, "consistency")
+    cfg["distill"]["teacher"] = "trilemma:no-such-model"
+    res = run("train", write_config(tmp_path / "s.yaml", cfg), "--out", tmp_path / "o", "--quiet")
+    assert_one_line_error(res, "trilemma:no-such-model: no such shipped checkpoint", "trilemma:toy2d-ddpm")
+
+
+def test_a_student_samples_on_its_trailing_grid_by_default(students, tmp_path):
+    """Without --spacing a student samples on the trailing grid it was trained on (an adversarial student of T = 4
+    on t = 1, 0.75, 0.5, 0.25), not the ddpm sampler's leading grid; the bench's rows default alike."""
+    from trilemma.bench import expand_rows
+    from trilemma.bench.grid import config_from_dict
+
+    res = run("sample", students["adversarial"], "--sampler", "ddpm", "--steps", "4", "-n", "8", "--quiet",
+              "--out", tmp_path / "s.npz")
+    assert res.exit_code == 0, res.output
+    assert str(np.load(tmp_path / "s.npz")["spacing"]) == "trailing"
+    rows = expand_rows(config_from_dict({"rows": [{"checkpoint": str(students["adversarial"]), "sampler": "ddpm",
+                                                   "steps": 4}]}, "grid"))
+    assert [r.spacing for r in rows] == ["trailing"]
+
+
+def test_the_teacher_pin_reads_config_json_as_stored(teacher):
+    """The teacher's SHA-256 covers its config.json as written, not the config the library builds from it: a key
+    added to the library later (with its default) must not make every saved student refuse its teacher."""
+    from trilemma.loading import checkpoint_sha256
+
+    ck = load_checkpoint(teacher)
+    before = checkpoint_sha256(ck)
+    ck.cfg.distill.solver = "heun"  # what a newer library's default could look like in the loaded dataclass
+    assert checkpoint_sha256(ck) == before
+    ck.meta["config"]["model"]["hidden"] += 1  # the stored config itself: a different teacher
+    assert checkpoint_sha256(ck) != before

@@ -252,8 +252,10 @@ class Checkpoint:
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint directory from: the directory itself, a run directory holding `checkpoint/`,
-    or a file inside the checkpoint directory."""
-    p = Path(path)
+    or a file inside the checkpoint directory; "trilemma:NAME" is a shipped checkpoint (`paths.shipped_checkpoint`)."""
+    from .paths import shipped_checkpoint
+
+    p = shipped_checkpoint(path) or Path(path)
     for cand in (p / "checkpoint", p):  # an interrupted write may have left the checkpoint beside its place
         note = recover_checkpoint(cand)
         if note:

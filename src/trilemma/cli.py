@@ -12,7 +12,7 @@ import click
 
 from .errors import TrilemmaError
 from .metrics.likelihood import BPD_BATCH, BPD_DRAWS
-from .samplers import SAMPLER_INFO, all_sampler_options, check_sampler_options, default_spacing
+from .samplers import SAMPLER_INFO, all_sampler_options, check_sampler_options
 from .schedules import SPACINGS
 
 SPACING_CHOICES = list(SPACINGS)
@@ -154,7 +154,8 @@ def sampler_option_flags(command):
 @sampler_option_flags
 @click.option("--spacing", type=click.Choice(SPACING_CHOICES), default=None,
               help="Time grid [default: the sampler's: leading; " + ", ".join(
-                  f"{i.spacing} for {n}" for n, i in SAMPLER_INFO.items() if i.spacing != "leading") + "].")
+                  f"{i.spacing} for {n}" for n, i in SAMPLER_INFO.items() if i.spacing != "leading")
+              + "; trailing for a distilled student, the grid it was trained on].")
 @click.option("-n", "num", type=click.IntRange(min=1), default=64, help="Number of samples.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Samples per network call [default: all of them]; the samples do not depend on it.")
 @click.option("--seed", type=SEED, default=0, help="Seed: sample i's noise (x_T and every step's) depends only on (seed, i).")
@@ -191,7 +192,9 @@ def sample(ckpt, sampler, steps, spacing, num, batch_size, seed, noise, out, dev
     raw = out.with_suffix(".npz")
     x_T = None if noise is None else read_noise_file(noise, ck.sample_shape)
     num = num if x_T is None else x_T.shape[0]
-    spacing = spacing or default_spacing(sampler)
+    from .loading import sampling_spacing
+
+    spacing = spacing or sampling_spacing(ck, sampler)
     x, nfe, seconds = _draw(ck, sampler, steps, spacing, opts, num, batch_size or num, seed, x_T, device, quiet)
     np.savez(raw, samples=x.numpy(), sampler=sampler, steps=steps, spacing=spacing, seed=seed, nfe=nfe, **opts)
     if out.suffix.lower() != ".npz":

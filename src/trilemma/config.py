@@ -44,8 +44,8 @@ class GANConfig:
     """DDGAN (family ddgan): generator latent, discriminator size and the adversarial optimisation."""
 
     latent_dim: int = 100  # z of G(x_t, z, t)
-    mapping_layers: int = 3  # image generator: MLP from z into the UNet's AdaGN conditioning
-    tanh: bool = True  # image generator: x0' = tanh(UNet output), in [-1, 1] (false for unbounded latents)
+    mapping_layers: int = 3  # MLP from z into the generator's conditioning (a UNet's AdaGN; a student's time embedding)
+    tanh: bool = True  # ddgan image generator: x0' = tanh(UNet output) (false: latents; distill students: linear)
     d_hidden: int = 256  # 2-D discriminator: width
     d_depth: int = 3  # 2-D discriminator: residual blocks
     d_fourier: int = 8  # 2-D discriminator: input Fourier features sin/cos(2^k 2pi x / P), k < d_fourier (0: raw x)
@@ -127,7 +127,7 @@ class DistillConfig:
 class TrainConfig:
     steps: int = 10_000  # optimizer steps
     batch_size: int = 256  # per process
-    lr: float = 1e-3  # peak learning rate (AdamW; ddgan uses gan.lr_g and gan.lr_d)
+    lr: float = 1e-3  # peak learning rate (AdamW; ddgan and adversarial students take gan.lr_g, gan.lr_d)
     weight_decay: float = 0.0  # AdamW's decoupled weight decay (ddgan's two phases take none)
     warmup: int = 200  # linear warm-up steps
     grad_clip: float = 1.0  # max global grad norm; 0 disables

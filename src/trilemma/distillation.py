@@ -22,7 +22,7 @@ from torch import nn
 
 from .denoiser import PredictionDenoiser, StochasticDenoiser, append_dims, batch_times, x0_from_output
 from .noise import randn
-from .schedules import alpha_sigma, time_grid
+from .schedules import alpha_sigma, hi_dtype, time_grid
 
 __all__ = ["ddim_step", "progressive_target", "truncated_snr_weight", "consistency_scalings", "ConsistencyDenoiser",
            "consistency_grid", "ode_step", "consistency_target", "pseudo_huber", "pseudo_huber_c", "AdversarialDenoiser"]
@@ -97,7 +97,7 @@ class ConsistencyDenoiser(nn.Module):
     def forward(self, z: torch.Tensor, t) -> torch.Tensor:
         x0 = self.inner(z, t)
         tt = batch_times(t, z)
-        tau = self.inner.net_time(torch.cat([tt, tt.new_full((1,), self.t_min)])).to(torch.float64)
+        tau = self.inner.net_time(torch.cat([tt, tt.new_full((1,), self.t_min)])).to(hi_dtype(z.device))
         c_skip, c_out = consistency_scalings((tau[:-1] - tau[-1]).clamp(min=0), self.sigma_data, self.scaling)
         at_min = tt <= self.t_min  # exactly (1, 0) there by construction, whatever the timestep arithmetic gives
         c_skip, c_out = torch.where(at_min, 1.0, c_skip), torch.where(at_min, 0.0, c_out)
@@ -121,6 +121,8 @@ def ode_step(teacher, schedule, z_t: torch.Tensor, t, s, solver: str = "ddim") -
         (a_t, s_t), (a_s, s_s) = _levels(schedule, t, zw), _levels(schedule, s, zw)
         x0_t = teacher(z_t, t).to(zw.dtype)
         z_s = ddim_step(zw, x0_t, a_t, s_t, a_s, s_s)
+        if solver not in ("ddim", "heun"):
+            raise ValueError(f"solver must be ddim or heun, got {solver!r}")
         if solver == "heun":  # average the slopes dy/dsigma~ = (y - x0) / sigma~ at both ends
             n_t, n_s = s_t / a_t, s_s / a_s
             x0_s = teacher(z_s.to(z_t.dtype), s).to(zw.dtype)
@@ -138,8 +140,8 @@ def consistency_target(teacher, target, schedule, z_t: torch.Tensor, t, s, solve
 
 
 def pseudo_huber(a: torch.Tensor, b: torch.Tensor, c: float) -> torch.Tensor:
-    """sqrt(||a - b||^2 + c^2) - c per sample (Song & Dhariwal 2023, improved consistency training): L2 for large
-    errors' direction but robust like L1 to outliers, smooth at 0. c = 0: the L2 norm."""
+    """sqrt(||a - b||^2 + c^2) - c per sample (Song & Dhariwal 2023, improved consistency training): about ||a - b||
+    (linear, like L1) for errors much larger than c, ||a - b||^2 / 2c for smaller ones; c = 0: the L2 norm."""
     d = (a - b).flatten(1).square().sum(1)
     return (d + c * c).sqrt() - c
 

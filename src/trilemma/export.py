@@ -39,7 +39,8 @@ def ddim_scheduler_for(cfg, spacing: str = "leading"):
 def lcm_scheduler_for(cfg, timestep_scaling: float):
     """A diffusers LCMScheduler whose loop is our `sample_consistency` with a consistency student's scalings
     (`distillation.consistency_scalings`, LCM's) on the same linear-beta schedule: original_inference_steps = T
-    makes its grid of N steps our trailing one (999, 499 for N = 2 of T = 1000)."""
+    makes its grid of N steps our trailing one when N divides T (999, 499 for N = 2 of T = 1000); otherwise some
+    of LCM's timesteps are one above ours (N = 3: 999, 666, 333 against our 999, 666, 332)."""
     from diffusers import LCMScheduler
 
     sc = cfg.schedule

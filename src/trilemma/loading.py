@@ -6,28 +6,32 @@ checkpoint's config names and loads its EMA weights into it.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from torch import nn
 
 from .errors import TrilemmaError
 from .families import FAMILIES, build_family
 
-__all__ = ["SHIPPED_PREFIX", "model_path", "checkpoint_sha256", "check_recorded_sha256", "data_shape_of", "loaded_family", "denoiser_from_checkpoint", "autoencoder_from_checkpoint", "decoder_of",
+__all__ = ["sampling_spacing", "checkpoint_sha256", "check_recorded_sha256", "data_shape_of", "loaded_family", "denoiser_from_checkpoint", "autoencoder_from_checkpoint", "decoder_of",
            "sampler_from_checkpoint", "no_bound_reason", "bound_from_checkpoint"]
 
 
-SHIPPED_PREFIX = "trilemma:"  # "trilemma:toy2d-ddpm" names a checkpoint shipped in trilemma/assets
+def sampling_spacing(checkpoint, sampler: str) -> str:
+    """The time grid a checkpoint samples on when none is given: a distilled student's trailing grid (the one it
+    was trained on: an adversarial student's T steps, a progressive round's), else the sampler's own
+    (`samplers.default_spacing`). `checkpoint` is a path, read for its family only, or a loaded checkpoint; an
+    unreadable path gets the sampler's grid (loading it later says what is wrong)."""
+    from .samplers import default_spacing
 
+    family = getattr(getattr(checkpoint, "cfg", None), "family", None)
+    if family is None:
+        from .checkpoint import resolve_checkpoint
 
-def model_path(ref: str) -> Path:
-    """A run or checkpoint directory named in a config: a path, or "trilemma:NAME" for the checkpoint shipped in
-    trilemma/assets/NAME (found wherever the package is installed, whatever the working directory)."""
-    if ref.startswith(SHIPPED_PREFIX):
-        from .features import asset_path
-
-        return asset_path(ref[len(SHIPPED_PREFIX):])
-    return Path(ref)
+        try:
+            family = json.loads((resolve_checkpoint(checkpoint) / "config.json").read_text())["config"]["family"]
+        except (TrilemmaError, OSError, ValueError, KeyError, TypeError):
+            family = None
+    return "trailing" if family == "distill" else default_spacing(sampler)
 
 
 def data_shape_of(ck) -> tuple[int, ...]:
@@ -100,13 +104,15 @@ def bound_from_checkpoint(ck, device=None):
 
 def checkpoint_sha256(ck, sections: tuple[str, ...] | None = None) -> str:
     """What a model built on another checkpoint depends on (a latent model's autoencoder, a student's teacher):
-    SHA-256 over the checkpoint's weights file and its config (the named sections; by default every section
-    but `train` and `sample`, which do not change what the weights compute). One section is hashed as itself,
-    as latent checkpoints have always recorded it."""
+    SHA-256 over the checkpoint's weights file and its config. By default every section but `train` and `sample`
+    (which do not change what the weights compute) as the checkpoint's config.json stores them, so a config key
+    added to the library later (with its default) leaves the hash alone. Named `sections` are hashed from the
+    loaded config, one section as itself, as latent checkpoints have always recorded their autoencoder's."""
     from .config import to_dict
     from .paths import sha256_file
 
-    cfg = to_dict(ck.cfg)
+    stored = ck.meta.get("config")
+    cfg = stored if sections is None and isinstance(stored, dict) else to_dict(ck.cfg)
     keep = sections or tuple(k for k in cfg if k not in ("train", "sample"))
     h = sha256_file(ck.path / "model.safetensors")
     h.update(json.dumps(cfg[keep[0]] if len(keep) == 1 else {k: cfg[k] for k in keep}, sort_keys=True).encode())

@@ -22,6 +22,24 @@ from typing import Any, Callable
 
 from .errors import TrilemmaError
 
+SHIPPED_PREFIX = "trilemma:"  # "trilemma:toy2d-ddpm" names a checkpoint shipped in trilemma/assets
+
+
+def shipped_checkpoint(ref) -> Path | None:
+    """The directory of the shipped checkpoint "trilemma:NAME" names (trilemma/assets/NAME, wherever the package is
+    installed), None for any other reference; an unknown NAME is a one-line error listing the shipped ones."""
+    ref = str(ref)
+    if not ref.startswith(SHIPPED_PREFIX):
+        return None
+    from importlib import resources
+
+    assets = Path(str(resources.files("trilemma") / "assets"))
+    path = assets / ref[len(SHIPPED_PREFIX):]
+    if not (path / "config.json").is_file():
+        names = sorted(p.name for p in assets.iterdir() if (p / "config.json").is_file())
+        raise TrilemmaError(f"{ref}: no such shipped checkpoint; shipped: {', '.join(SHIPPED_PREFIX + n for n in names)}")
+    return path
+
 RUN_MARKER = ".trilemma-run"
 BENCH_MARKER = ".trilemma-bench"
 LOCK_NAME = ".lock"

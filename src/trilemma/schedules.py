@@ -365,7 +365,7 @@ def _invert_gamma(schedule: Schedule, g: torch.Tensor, iters: int = 80) -> torch
     lo, hi = torch.zeros_like(g), torch.ones_like(g)
     for _ in range(iters):
         mid = (lo + hi) / 2
-        above = schedule(mid) > g
+        above = schedule(mid).to(g.device) > g  # a learned schedule answers on its own device
         hi, lo = torch.where(above, mid, hi), torch.where(above, lo, mid)
     return (lo + hi) / 2
 

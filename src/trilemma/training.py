@@ -68,14 +68,18 @@ class EMA:
         self.module = copy.deepcopy(module).eval().requires_grad_(False)
         self.decay = decay
 
-    @torch.no_grad()
     def update(self, module: nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
-        ema_p = list(self.module.parameters())
-        if ema_p:  # a fixed schedule module has none
-            torch._foreach_lerp_(ema_p, [p.detach() for p in module.parameters()], 1.0 - d)
-        for b_ema, b in zip(self.module.buffers(), module.buffers()):
-            b_ema.copy_(b)
+        lerp_weights_(self.module, module, 1.0 - min(self.decay, (1 + step) / (10 + step)))
+
+
+@torch.no_grad()
+def lerp_weights_(dst: nn.Module, src: nn.Module, weight: float) -> None:
+    """dst's parameters moved `weight` of the way to src's (one EMA step of decay 1 - weight), its buffers copied."""
+    params = list(dst.parameters())
+    if params:  # a fixed schedule module has none
+        torch._foreach_lerp_(params, [p.detach() for p in src.parameters()], weight)
+    for b_dst, b in zip(dst.buffers(), src.buffers()):
+        b_dst.copy_(b)
 
 
 def _rng_meta() -> dict:

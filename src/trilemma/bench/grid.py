@@ -15,7 +15,7 @@ from pathlib import Path
 from ..config import NON_NEGATIVE, POSITIVE, check_ranges, from_dict, read_yaml
 from ..errors import TrilemmaError
 from ..metrics.likelihood import BPD_DRAWS
-from ..samplers import SAMPLER_INFO, all_sampler_options, check_sampler_options, default_spacing
+from ..samplers import SAMPLER_INFO, all_sampler_options, check_sampler_options
 from ..schedules import SPACINGS
 
 __all__ = ["BenchConfig", "BenchRow", "load_grid", "config_from_dict", "expand_rows", "check_unique"]
@@ -129,6 +129,8 @@ def _check_entry(entry: dict, where: str) -> dict[str, list]:
 
 def _entry_rows(entry: dict, where: str) -> list[BenchRow]:
     """The rows of one grid entry: sampler x steps x each of the sampler's options x spacing."""
+    from ..loading import sampling_spacing
+
     values = _check_entry(entry, where)
     rows = []
     for sampler, steps in itertools.product(values["sampler"], values["steps"]):
@@ -140,8 +142,8 @@ def _entry_rows(entry: dict, where: str) -> list[BenchRow]:
                 _fail(where, f"spacing {spacing!r} is not one of {', '.join(SPACINGS)}")
             opts = check_sampler_options(sampler, dict(zip(own, combo)), f"{where}: ")
             label = None if entry.get("label") is None else str(entry["label"])
-            rows.append(BenchRow(str(entry["checkpoint"]), sampler, steps, spacing or default_spacing(sampler),
-                                 label, opts))
+            rows.append(BenchRow(str(entry["checkpoint"]), sampler, steps,
+                                 spacing or sampling_spacing(entry["checkpoint"], sampler), label, opts))
     return rows
 
 

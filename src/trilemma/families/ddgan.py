@@ -50,7 +50,7 @@ def grid_step_pairs(schedule, grid: torch.Tensor, x: torch.Tensor, u: torch.Tens
     DDGAN's steps on its teacher's schedule): k = 1..T uniform from u."""
     T = len(grid) - 1
     k = (hi_precision(u) * T).floor().long().clamp(max=T - 1) + 1
-    grid = grid.to(k.device)
+    grid = hi_precision(grid, k.device)
     return pairs_at(schedule, x, grid[k], grid[k - 1], eps, eps_step)
 
 
@@ -72,6 +72,12 @@ def _r1(d_real: torch.Tensor, x_real: torch.Tensor) -> torch.Tensor:
     """||grad_x D(x)||^2 per sample on real inputs (Mescheder et al. 2018, eq. 9), differentiable."""
     (grad,) = torch.autograd.grad(d_real.sum(), x_real, create_graph=True)
     return grad.square().flatten(1).sum(1)
+
+
+def gan_optimizer_options(gan_cfg, phase: str) -> dict:
+    """Adam(beta1, beta2) with separate learning rates for G ("gen") and D (Xiao et al. 2022, appendix)."""
+    return {"lr": gan_cfg.lr_g if phase == "gen" else gan_cfg.lr_d, "betas": (gan_cfg.beta1, gan_cfg.beta2),
+            "weight_decay": 0.0}
 
 
 def residual_coefs(gan_cfg, schedule, x_t, t, s):
@@ -148,9 +154,7 @@ class DDGAN(Family):
         return ["gen"]
 
     def optimizer_options(self, phase: str) -> dict:
-        """Adam(beta1, beta2) with separate learning rates for G and D (Xiao et al. 2022, appendix)."""
-        g = self.cfg.gan
-        return {"lr": g.lr_g if phase == "gen" else g.lr_d, "betas": (g.beta1, g.beta2), "weight_decay": 0.0}
+        return gan_optimizer_options(self.cfg.gan, phase)
 
     def denoiser(self, modules: nn.ModuleDict) -> GANDenoiser:
         return GANDenoiser(modules["gen"], self.schedule)

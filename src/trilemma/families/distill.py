@@ -38,14 +38,21 @@ from ..denoiser import append_dims
 from ..distillation import (AdversarialDenoiser, ConsistencyDenoiser, consistency_grid, consistency_target,
                             progressive_target, pseudo_huber, pseudo_huber_c, truncated_snr_weight)
 from ..errors import TrilemmaError
-from ..schedules import alpha_sigma, time_grid
+from ..schedules import alpha_sigma, hi_precision, time_grid
 from .base import Family
-from .ddgan import gan_loss, grid_step_pairs
+from .ddgan import gan_loss, gan_optimizer_options, grid_step_pairs
 from .latent import LatentFamily, same_images
 
 TEACHER_FAMILIES = ("ddpm", "vdm", "distill")
 FROM_TEACHER = ("schedule", "model", "gan", "vdm", "autoencoder", "latent")  # config sections the student inherits
 MAX_GAN_STEPS = 8  # adversarial: DDGAN's T <= 8 large denoising steps
+# the distill keys each method reads (beside teacher, method and prediction): another method's key set away from
+# its default is refused, so nothing in a config is silently ignored
+METHOD_KEYS = {
+    "progressive": ("student_steps",),
+    "consistency": ("grid_steps", "solver", "target_ema", "distance", "sigma_data", "timestep_scaling"),
+    "adversarial": ("student_steps", "teacher_weight"),
+}
 
 
 class Distillation(Family):
@@ -74,8 +81,14 @@ class Distillation(Family):
         if self.method == "adversarial":
             self._make_generator(schedule)
         if meta is None:  # a new student starts from its teacher's weights (a saved one has its own)
-            _load_teacher_weights(self.student.modules, self.teacher.modules.state_dict())
+            new = "net.mapping." if self.method == "adversarial" else None  # the generator's latent path
+            _load_teacher_weights(self.student.modules, self.teacher.modules.state_dict(), new)
+        self._grid_cache = (None, None)
         if self.method == "consistency":  # the target network starts as the student (Song et al., Alg. 2)
+            try:
+                self._consistency_grid(schedule)
+            except TrilemmaError as e:
+                raise TrilemmaError(f"distill.grid_steps: {e}") from None
             self.modules = nn.ModuleDict({**self.student.modules,
                                           "target": copy.deepcopy(self.student.modules).requires_grad_(False)})
         if self.method == "progressive":
@@ -90,7 +103,10 @@ class Distillation(Family):
         if T > MAX_GAN_STEPS:
             raise TrilemmaError(f"distill.student_steps: an adversarial student takes T <= {MAX_GAN_STEPS} steps, "
                                 f"got {T}")
-        self.grid = time_grid(schedule, T, "trailing").flip(0)  # 0 = t_0 < ... < t_T
+        try:
+            self.grid = time_grid(schedule, T, "trailing").flip(0)  # 0 = t_0 < ... < t_T
+        except TrilemmaError as e:
+            raise TrilemmaError(f"distill.student_steps: {e}") from None
         nets = self.student.modules
         nets["net"] = latent_generator(nets["net"], g.latent_dim, g.mapping_layers)
         self.modules = nn.ModuleDict({**nets, "disc": build_discriminator(g, self.sample_shape)})
@@ -115,8 +131,7 @@ class Distillation(Family):
     def optimizer_options(self, phase: str) -> dict:
         if self.method != "adversarial":
             return super().optimizer_options(phase)
-        g = self.cfg.gan  # DDGAN's Adam(beta1, beta2) with its own learning rates for G and D
-        return {"lr": g.lr_g if phase == "gen" else g.lr_d, "betas": (g.beta1, g.beta2), "weight_decay": 0.0}
+        return gan_optimizer_options(self.cfg.gan, phase)
 
     def denoiser(self, modules: nn.ModuleDict):
         inner = self.student.denoiser(modules)
@@ -135,7 +150,7 @@ class Distillation(Family):
         """`distillation.consistency_grid` of the schedule, computed again only when a learned schedule's values
         change (their version counters), as `PredictionDenoiser` caches its levels."""
         key = tuple((id(p), p._version) for p in (*schedule.parameters(), *schedule.buffers()))
-        if getattr(self, "_grid_cache", (None,))[0] != key:
+        if self._grid_cache[0] != key:
             self._grid_cache = (key, consistency_grid(schedule, self.cfg.distill.grid_steps))
         return self._grid_cache[1]
 
@@ -143,14 +158,10 @@ class Distillation(Family):
         """consistency: theta^- <- mu theta^- + (1 - mu) theta (stop-gradient; Song et al. eq. 8)."""
         if self.method != "consistency":
             return
-        target = modules["target"]
-        with torch.no_grad():
-            pairs = [(p_t, p) for name in target for p_t, p in zip(target[name].parameters(), modules[name].parameters())]
-            if pairs:
-                torch._foreach_lerp_([a for a, _ in pairs], [b.detach() for _, b in pairs], 1.0 - self.cfg.distill.target_ema)
-            for name in target:
-                for b_t, b in zip(target[name].buffers(), modules[name].buffers()):
-                    b_t.copy_(b)
+        from ..training import lerp_weights_
+
+        for name, target in modules["target"].items():
+            lerp_weights_(target, modules[name], 1.0 - self.cfg.distill.target_ema)
 
     def training_data(self, data, device, progress: bool = False):
         return self.student.training_data(data, device, progress)
@@ -199,7 +210,7 @@ class Distillation(Family):
         pseudo-Huber (c = 0.00054 sqrt(dims), on the sum over dimensions) or the mean squared error."""
         d = self.cfg.distill
         student = self.denoiser(modules)
-        grid = self._consistency_grid(student.schedule).to(x.device)  # ascending, t_min first
+        grid = hi_precision(self._consistency_grid(student.schedule), x.device)  # ascending, t_min first
         n = (rng.rand(x.shape[0]) * d.grid_steps).floor().long().clamp(max=d.grid_steps - 1)
         t, s = grid[n + 1], grid[n]
         a, sg = (append_dims(v, x) for v in alpha_sigma(student.schedule, t))
@@ -230,13 +241,14 @@ def _teacher_checkpoint(cfg, meta: dict | None, where: str):
     """(the teacher's checkpoint, its SHA-256), checked: a kind that can teach, the SHA-256 a saved student
     recorded (`meta`), the student's data."""
     from ..checkpoint import load_checkpoint
-    from ..loading import check_recorded_sha256, checkpoint_sha256, model_path
+    from ..loading import check_recorded_sha256, checkpoint_sha256
 
     d = cfg.distill
     if not d.teacher:
         raise TrilemmaError("distill.teacher: name the run or checkpoint directory of the model to distill")
     _check_inherited_sections(cfg)
-    ck = load_checkpoint(model_path(d.teacher))
+    _check_method_keys(d)
+    ck = load_checkpoint(d.teacher)  # a path, or trilemma:NAME
     kind = ck.cfg.family if ck.cfg.family != "distill" else f"{ck.cfg.distill.method} student"
     if ck.cfg.family not in TEACHER_FAMILIES or kind in ("consistency student", "adversarial student"):
         raise TrilemmaError(f"distill.teacher: {ck.path} is a {kind} checkpoint; a teacher is a ddpm or vdm model, "
@@ -251,6 +263,16 @@ def _teacher_checkpoint(cfg, meta: dict | None, where: str):
     return ck, sha
 
 
+def _check_method_keys(d) -> None:
+    from ..config import DistillConfig
+
+    default, mine = DistillConfig(), set(METHOD_KEYS.get(d.method, ()))
+    for key in sorted({k for keys in METHOD_KEYS.values() for k in keys} - mine):
+        if getattr(d, key) != getattr(default, key):
+            raise TrilemmaError(f"distill.{key}: the {d.method} method does not use it; remove it (it belongs to "
+                                f"{' and '.join(m for m, keys in METHOD_KEYS.items() if key in keys)})")
+
+
 def _check_inherited_sections(cfg) -> None:
     """A student's model is its teacher's: a config that sets one of those sections would be silently ignored
     (an adversarial student's `gan` section is its own: the discriminator, latent and learning rates)."""
@@ -261,14 +283,18 @@ def _check_inherited_sections(cfg) -> None:
         if sec == "gan" and cfg.distill.method == "adversarial":
             continue
         if mine[sec] != default[sec]:
+            if sec == "gan":
+                raise TrilemmaError("gan: only an adversarial student (distill.method: adversarial) has a gan "
+                                    "section; remove it")
             raise TrilemmaError(f"{sec}: a distill student takes its teacher's {sec}; remove the {sec} section")
 
 
-def _load_teacher_weights(modules: nn.ModuleDict, teacher_state: dict) -> None:
-    """The teacher's weights into the student's modules; only a generator's new latent path (which starts at
-    zero) may be missing from the teacher."""
+def _load_teacher_weights(modules: nn.ModuleDict, teacher_state: dict, new: str | None = None) -> None:
+    """The teacher's weights into the student's modules; only the weights under `new` (an adversarial student's
+    latent path "net.mapping.", or "net.backbone.mapping." under Fourier features) may be missing from the
+    teacher: they start as built."""
     missing, unexpected = modules.load_state_dict(teacher_state, strict=False)
-    extra = [k for k in missing if ".mapping." not in k]
+    extra = [k for k in missing if not (new and (k.startswith(new) or k.startswith("net.backbone.mapping.")))]
     if extra or unexpected:
         raise TrilemmaError(f"distill.teacher: its weights do not fit the student ({(extra or unexpected)[0]})")
 

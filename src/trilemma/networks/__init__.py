@@ -104,7 +104,9 @@ def latent_generator(net: nn.Module, latent_dim: int, mapping_layers: int) -> nn
     under `FourierInput`): the latent goes through a mapping MLP into the network's time embedding (the MLP's
     `mapping`; UNet2DModel's class embedding, as `GANUNet`), and the mapping's last layer starts at zero, so at
     first G(x, t, z) = net(x, t) for every z (a diffusion GAN started from the diffusion model, as in UFOGen,
-    Xu et al. 2024). The backbone's weights are kept; `net` is changed in place where it is an MLP."""
+    Xu et al. 2024). The backbone's modules and weights are reused: an MLP or `FourierInput` is changed in place,
+    a UNet's UNet2DModel gets an identity class embedding (the mapped latent is added to its time embedding, which
+    its ResNet blocks use as they were trained: no AdaGN is switched on) inside a `GANUNet` with a linear output."""
     if mapping_layers < 1:
         raise TrilemmaError(f"gan.mapping_layers must be >= 1 for a generator started from a teacher, got {mapping_layers}")
     if isinstance(net, FourierInput):

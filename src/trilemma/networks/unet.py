@@ -53,7 +53,8 @@ class GANUNet(nn.Module):
     the latent goes through a mapping MLP into UNet2DModel's class embedding, which is added to the
     time embedding and applied as a GroupNorm scale and shift in every ResNet block (AdaGN, with
     `class_embed_type="identity"` and `resnet_time_scale_shift="scale_shift"`); tanh output for data in
-    [-1, 1], a linear one for unbounded data (an autoencoder's latents)."""
+    [-1, 1], a linear one for unbounded data (an autoencoder's latents). `networks.latent_generator` also wraps a
+    trained UNet in it, with an identity class embedding added to its time embedding as that UNet was trained."""
 
     def __init__(self, unet: UNet2DModel, latent_dim: int, mapping_layers: int = 3, tanh: bool = True):
         super().__init__()
