@@ -68,14 +68,18 @@ def test_a_round_trains_samples_in_its_steps_and_is_the_next_rounds_teacher(teac
     assert res.exit_code == 0 and "1 NFE per sample" in res.output, res.output
 
 
-def test_resume_equals_an_uninterrupted_round(teacher, tmp_path):
-    cfg_path = write_config(tmp_path / "s.yaml", student_config(teacher, 2, steps=6))
+def assert_resume_is_exact(cfg_path: Path, tmp_path: Path) -> None:
+    """6 steps straight equal 3, then --resume to 6, bit for bit, in model.safetensors and train.safetensors."""
     train(load_config(cfg_path), tmp_path / "straight", progress=False)
     train(load_config(cfg_path, ["train.steps=3"]), tmp_path / "resumed", progress=False)
     train(load_config(cfg_path), tmp_path / "resumed", resume=True, progress=False)
     for name in ("model.safetensors", "train.safetensors"):
         a, b = (load_file(str(tmp_path / r / "checkpoint" / name)) for r in ("straight", "resumed"))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_resume_equals_an_uninterrupted_round(teacher, tmp_path):
+    assert_resume_is_exact(write_config(tmp_path / "s.yaml", student_config(teacher, 2, steps=6)), tmp_path)
 
 
 def test_a_changed_teacher_is_refused_in_one_line_and_nothing_changes(teacher, tmp_path):

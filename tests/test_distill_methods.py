@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from helpers import TOY, TOY_GAN, assert_one_line_error, run, write_config
-from test_distill import TEACHER, _files, student_config
+from test_distill import TEACHER, _files, assert_resume_is_exact, student_config, teacher  # noqa: F401 (a fixture)
 from test_distillation import GaussianDenoiser
 from trilemma.checkpoint import load_checkpoint
 from trilemma.config import ModelConfig, load_config
@@ -47,14 +47,6 @@ def method_config(teacher, method: str, student_steps: int = 2, distill: dict | 
 
 def build(tmp_path, cfg: dict, name: str = "s.yaml"):
     return build_family(load_config(write_config(tmp_path / name, cfg)), (2,))
-
-
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
-    """test_distill's v teacher (the toy MLP, 20 steps)."""
-    d = tmp_path_factory.mktemp("teacher")
-    train(load_config(write_config(d / "teacher.yaml", TEACHER)), d / "run", progress=False)
-    return d / "run"
 
 
 @pytest.fixture(scope="module")
@@ -277,13 +269,7 @@ def test_resume_equals_an_uninterrupted_run(teacher, tmp_path, method):
     """As test_distill's progressive round: 6 steps straight = 3, then --resume to 6, bit for bit, in the weights
     (model.safetensors: the EMA) and the training state (train.safetensors: every module, the consistency target
     network and the discriminator included, the optimizers and the RNGs)."""
-    cfg_path = write_config(tmp_path / "s.yaml", method_config(teacher, method, 2, steps=6))
-    train(load_config(cfg_path), tmp_path / "straight", progress=False)
-    train(load_config(cfg_path, ["train.steps=3"]), tmp_path / "resumed", progress=False)
-    train(load_config(cfg_path), tmp_path / "resumed", resume=True, progress=False)
-    for name in ("model.safetensors", "train.safetensors"):
-        a, b = (load_file(str(tmp_path / r / "checkpoint" / name)) for r in ("straight", "resumed"))
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert_resume_is_exact(write_config(tmp_path / "s.yaml", method_config(teacher, method, 2, steps=6)), tmp_path)
     state = load_file(str(tmp_path / "straight" / "checkpoint" / "train.safetensors"))
     own = "modules.target." if method == "consistency" else "modules.disc."
     assert any(k.startswith(own) for k in state), f"the training state keeps {own}"

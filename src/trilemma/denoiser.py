@@ -64,6 +64,12 @@ def net_time(schedule: Schedule, t: torch.Tensor) -> torch.Tensor:
     return schedule.timestep(t).to(torch.float32)
 
 
+def schedule_state(schedule: Schedule) -> tuple:
+    """A key that changes whenever a schedule's values may have (its parameters' and buffers' version counters):
+    what caches of schedule-derived values are keyed on."""
+    return tuple((id(p), p._version) for p in (*schedule.parameters(), *schedule.buffers()))
+
+
 class PredictionDenoiser(nn.Module):
     """Adapts a network net(z_t, timestep) predicting eps, v or x0 to denoiser(z_t, t) -> x0_hat.
 
@@ -89,7 +95,7 @@ class PredictionDenoiser(nn.Module):
         return len(self._level_cache)
 
     def _schedule_state(self) -> tuple:
-        return tuple((id(p), p._version) for p in (*self.schedule.parameters(), *self.schedule.buffers()))
+        return schedule_state(self.schedule)
 
     def _scalar_levels(self, t: float, z: torch.Tensor) -> tuple[float, float, torch.Tensor]:
         """(alpha_t, sigma_t) as Python floats and the network's (B,) timestep tensor at time t."""
@@ -107,17 +113,17 @@ class PredictionDenoiser(nn.Module):
     def net_time(self, t: torch.Tensor) -> torch.Tensor:
         return net_time(self.schedule, t)
 
-    def predict(self, z: torch.Tensor, t) -> torch.Tensor:
-        """The raw network output (eps, v or x0) at (z_t, t)."""
-        return self.net(z, self.net_time(batch_times(t, z)))
+    def predict(self, z: torch.Tensor, t, *net_args) -> torch.Tensor:
+        """The raw network output (eps, v or x0) at (z_t, t); `net_args` follow the timestep (a generator's latent)."""
+        return self.net(z, self.net_time(batch_times(t, z)), *net_args)
 
-    def forward(self, z: torch.Tensor, t) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, t, *net_args) -> torch.Tensor:
         if isinstance(t, (float, int)) and not torch.is_grad_enabled():
             a, s, net_t = self._scalar_levels(float(t), z)
-            return x0_from_output(self.prediction, z, self.net(z, net_t), a, s)
+            return x0_from_output(self.prediction, z, self.net(z, net_t, *net_args), a, s)
         t = batch_times(t, z)
         a, s = alpha_sigma(self.schedule, t)
-        return x0_from_output(self.prediction, z, self.predict(z, t), append_dims(a, z), append_dims(s, z))
+        return x0_from_output(self.prediction, z, self.predict(z, t, *net_args), append_dims(a, z), append_dims(s, z))
 
 
 class StochasticDenoiser(nn.Module):

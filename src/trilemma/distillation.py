@@ -20,7 +20,7 @@ import math
 import torch
 from torch import nn
 
-from .denoiser import PredictionDenoiser, StochasticDenoiser, append_dims, batch_times, x0_from_output
+from .denoiser import PredictionDenoiser, StochasticDenoiser, append_dims, batch_times
 from .noise import randn
 from .schedules import alpha_sigma, hi_dtype, time_grid
 
@@ -47,7 +47,7 @@ def progressive_target(teacher, schedule, z_t: torch.Tensor, t, t_mid, s) -> tor
     (x0_hat); it is evaluated twice, without gradients. Returned in z_t's dtype; the coefficients are formed in
     the schedule's precision (float64 off MPS) before the cast."""
     with torch.no_grad():
-        zw = z_t.to(torch.float64) if z_t.device.type != "mps" else z_t
+        zw = z_t.to(hi_dtype(z_t.device))
         (a_t, s_t), (a_m, s_m), (a_s, s_s) = (_levels(schedule, u, zw) for u in (t, t_mid, s))
         z_m = ddim_step(zw, teacher(z_t, t).to(zw.dtype), a_t, s_t, a_m, s_m)
         z_s = ddim_step(z_m, teacher(z_m.to(z_t.dtype), t_mid).to(zw.dtype), a_m, s_m, a_s, s_s)
@@ -116,13 +116,13 @@ def ode_step(teacher, schedule, z_t: torch.Tensor, t, s, solver: str = "ddim") -
     schedule's precision): "ddim", the DDIM step (Euler in EDM's y = z / alpha, sigma~ = sigma / alpha; one
     evaluation), or "heun", EDM's second-order step (Karras et al. 2022, Alg. 1; two evaluations), whose local error
     is a power of the step smaller. No gradients."""
+    if solver not in ("ddim", "heun"):
+        raise ValueError(f"solver must be ddim or heun, got {solver!r}")
     with torch.no_grad():
-        zw = z_t.to(torch.float64) if z_t.device.type != "mps" else z_t
+        zw = z_t.to(hi_dtype(z_t.device))
         (a_t, s_t), (a_s, s_s) = _levels(schedule, t, zw), _levels(schedule, s, zw)
         x0_t = teacher(z_t, t).to(zw.dtype)
         z_s = ddim_step(zw, x0_t, a_t, s_t, a_s, s_s)
-        if solver not in ("ddim", "heun"):
-            raise ValueError(f"solver must be ddim or heun, got {solver!r}")
         if solver == "heun":  # average the slopes dy/dsigma~ = (y - x0) / sigma~ at both ends
             n_t, n_s = s_t / a_t, s_s / a_s
             x0_s = teacher(z_s.to(z_t.dtype), s).to(zw.dtype)
@@ -169,9 +169,6 @@ class AdversarialDenoiser(StochasticDenoiser):
         return self.inner.schedule
 
     def forward(self, z: torch.Tensor, t, latent: torch.Tensor | None = None) -> torch.Tensor:
-        tt = batch_times(t, z)
         if latent is None:
             latent = randn((z.shape[0], self.latent_dim), self.latent_generator, z.device, z.dtype)
-        a, s = alpha_sigma(self.schedule, tt)
-        out = self.inner.net(z, self.inner.net_time(tt), latent)
-        return x0_from_output(self.inner.prediction, z, out, append_dims(a, z), append_dims(s, z))
+        return self.inner(z, t, latent)

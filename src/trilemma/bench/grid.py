@@ -133,6 +133,7 @@ def _entry_rows(entry: dict, where: str) -> list[BenchRow]:
 
     values = _check_entry(entry, where)
     rows = []
+    default = {s: sampling_spacing(entry["checkpoint"], s) for s in values["sampler"]}  # per sampler, not per row
     for sampler, steps in itertools.product(values["sampler"], values["steps"]):
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             _fail(where, f"steps must be a positive integer, got {steps!r}")
@@ -143,7 +144,7 @@ def _entry_rows(entry: dict, where: str) -> list[BenchRow]:
             opts = check_sampler_options(sampler, dict(zip(own, combo)), f"{where}: ")
             label = None if entry.get("label") is None else str(entry["label"])
             rows.append(BenchRow(str(entry["checkpoint"]), sampler, steps,
-                                 spacing or sampling_spacing(entry["checkpoint"], sampler), label, opts))
+                                 spacing or default[sampler], label, opts))
     return rows
 
 

@@ -34,7 +34,7 @@ import math
 import torch
 from torch import nn
 
-from ..denoiser import append_dims
+from ..denoiser import append_dims, schedule_state
 from ..distillation import (AdversarialDenoiser, ConsistencyDenoiser, consistency_grid, consistency_target,
                             progressive_target, pseudo_huber, pseudo_huber_c, truncated_snr_weight)
 from ..errors import TrilemmaError
@@ -149,7 +149,7 @@ class Distillation(Family):
     def _consistency_grid(self, schedule) -> torch.Tensor:
         """`distillation.consistency_grid` of the schedule, computed again only when a learned schedule's values
         change (their version counters), as `PredictionDenoiser` caches its levels."""
-        key = tuple((id(p), p._version) for p in (*schedule.parameters(), *schedule.buffers()))
+        key = schedule_state(schedule)
         if self._grid_cache[0] != key:
             self._grid_cache = (key, consistency_grid(schedule, self.cfg.distill.grid_steps))
         return self._grid_cache[1]
