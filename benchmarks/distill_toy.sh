@@ -11,5 +11,5 @@ for T in 1 2 4; do
   timed .venv/bin/trilemma train configs/toy2d-adversarial.yaml --out $out/adversarial-$T --quiet \
     --set distill.student_steps=$T --set sample.steps=$T
 done
-bash benchmarks/progressive_chain.sh configs/toy2d-progressive.yaml $out 64
+timed .venv/bin/trilemma train configs/toy2d-progressive.yaml --out $out/progressive --quiet
 .venv/bin/trilemma bench benchmarks/grids/toy-distill.yaml --out runs/bench-toy-distill

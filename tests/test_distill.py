@@ -46,7 +46,8 @@ def test_the_student_starts_as_its_teacher(teacher, tmp_path):
         ours = family.denoiser(family.modules)(z, t)
         theirs = denoiser_from_checkpoint(load_checkpoint(teacher))(z, t)
     assert torch.equal(ours, theirs), "the student's weights are the teacher's EMA weights at step 0"
-    assert family.ts.tolist() == [1.0, 0.5, 0.0] and family.tt.tolist() == [1.0, 0.75, 0.5, 0.25, 0.0]
+    (ts, tt), = family.grids
+    assert ts.tolist() == [1.0, 0.5, 0.0] and tt.tolist() == [1.0, 0.75, 0.5, 0.25, 0.0]
 
 
 def test_a_round_trains_samples_in_its_steps_and_is_the_next_rounds_teacher(teacher, tmp_path):
@@ -82,6 +83,60 @@ def test_resume_equals_an_uninterrupted_round(teacher, tmp_path):
     assert_resume_is_exact(write_config(tmp_path / "s.yaml", student_config(teacher, 2, steps=6)), tmp_path)
 
 
+def _train_until(cfg_path: Path, out: Path, stop: int, monkeypatch) -> None:
+    """Train as if killed right after the checkpoint of step `stop` (train.steps, and so the rounds, unchanged)."""
+    from trilemma.training import _Run
+
+    save = _Run.save
+
+    def save_then_stop(run, x):
+        save(run, x)
+        if run.step == stop:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(_Run, "save", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            train(load_config(cfg_path), out, progress=False)
+    assert load_checkpoint(out).meta["step"] == stop
+
+
+def test_rounds_in_one_run_halve_the_grid_and_hand_the_student_on(teacher, tmp_path, monkeypatch):
+    """distill.rounds 3 of 2 steps each (train.steps 6), down to 1 step: grids of 4, 2 and 1 steps starting at
+    steps 0, 2 and 4; at a round's start the teacher module holds the student's EMA weights of the step before;
+    a run killed mid-round (and on a round's boundary) and resumed equals the straight run bit for bit."""
+    cfg = student_config(teacher, 1, steps=6, save_every=1)
+    cfg["distill"]["rounds"] = 3
+    cfg_path = write_config(tmp_path / "s.yaml", cfg)
+    family = build_family(load_config(cfg_path), (2,))
+    assert family.round_steps == [4, 2, 1] and family.round_starts() == (2, 4)
+    assert [family.round_at(k) for k in range(6)] == [0, 0, 1, 1, 2, 2]
+    assert [len(ts) - 1 for ts, _ in family.grids] == [4, 2, 1]
+    train(load_config(cfg_path), tmp_path / "straight", progress=False)
+    assert load_checkpoint(tmp_path / "straight").meta["teacher"]["steps"] == 8  # the first round's teacher grid
+    _train_until(cfg_path, tmp_path / "end0", 2, monkeypatch)  # the EMA as round 0 ends
+    _train_until(cfg_path, tmp_path / "in1", 3, monkeypatch)  # one step into round 1
+    ema = load_file(str(tmp_path / "end0" / "checkpoint" / "model.safetensors"))
+    state = load_file(str(tmp_path / "in1" / "checkpoint" / "train.safetensors"))
+    assert ema.keys() and all(torch.equal(state[f"modules.teacher.{k}"], v) for k, v in ema.items())
+    for name in ("end0", "in1"):
+        train(load_config(cfg_path), tmp_path / name, resume=True, progress=False)
+        for f in ("model.safetensors", "train.safetensors"):
+            a, b = (load_file(str(tmp_path / r / "checkpoint" / f)) for r in ("straight", name))
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), (name, f)
+    # each round's student as it ended, under the config of a run that stops there: the 2-round run's final
+    # checkpoint is rounds/1 of the 3-round run, exactly (the same steps)
+    first = tmp_path / "straight" / "rounds" / "0"
+    assert load_checkpoint(first).cfg.distill.student_steps == 4 and load_checkpoint(first).meta["step"] == 2
+    ck = load_checkpoint(tmp_path / "straight" / "rounds" / "1")
+    assert (ck.cfg.distill.rounds, ck.cfg.distill.student_steps, ck.cfg.train.steps, ck.meta["step"]) == (2, 2, 4, 4)
+    train(ck.cfg, tmp_path / "two", progress=False)
+    a, b = (load_file(str(p / "model.safetensors")) for p in (ck.path, tmp_path / "two" / "checkpoint"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "rounds/1 is the 2-round run"
+    res = run("sample", ck.path, "-n", "8", "--quiet", "--out", tmp_path / "r1.npz")
+    assert res.exit_code == 0 and "2 NFE per sample" in res.output, res.output
+
+
 def test_a_changed_teacher_is_refused_in_one_line_and_nothing_changes(teacher, tmp_path):
     import shutil
 
@@ -111,6 +166,8 @@ def test_a_changed_teacher_is_refused_in_one_line_and_nothing_changes(teacher, t
     ({"distill": {"method": "dmd"}}, "distill.method must be one of progressive, consistency, adversarial"),
     ({"distill": {"method": "adversarial", "student_steps": 16}}, "an adversarial student takes T <= 8"),
     ({"data": {"name": "toy2d", "toy": "ring8"}}, "a student learns on its teacher's data"),
+    ({"distill": {"rounds": 3}}, "distill.rounds: 3 rounds share train.steps equally; 4 steps is not a multiple"),
+    ({"distill": {"method": "consistency", "student_steps": 1, "rounds": 2}}, "distill.rounds: the consistency method"),
 ])
 def test_bad_student_configs_are_one_line_errors(teacher, tmp_path, change, fragment):
     cfg = student_config(teacher)

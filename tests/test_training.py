@@ -16,7 +16,7 @@ from helpers import run as run_cli
 from trilemma.checkpoint import load_checkpoint
 from trilemma.config import load_config
 from trilemma.errors import TrilemmaError
-from trilemma.training import EMA, train
+from trilemma.training import EMA, _lr_factor, _Run, train
 
 
 def _weights(run: Path) -> dict:
@@ -39,6 +39,38 @@ def test_resume_equals_uninterrupted_run(tmp_path, base):
         assert torch.equal(a[k], b[k]), f"{k} differs after resume"
     assert any(not torch.equal(first[k], b[k]) for k in first if k.startswith("modules.")), "resume trained"
     assert load_checkpoint(tmp_path / "resumed").meta["step"] == 7
+
+
+@pytest.mark.parametrize("decay", ["linear", "cosine"])
+def test_lr_decay_closed_form_and_exact_resume(tmp_path, monkeypatch, decay):
+    """train.lr_decay: warm-up 2 of 10 steps, then the peak falls to 0 at step 10 (linearly or on a half cosine);
+    the factor depends on the step alone, so a run stopped at 4 and resumed equals the straight run exactly."""
+    cfg_path = write_config(tmp_path / "toy.yaml", TOY, train={"steps": 10, "warmup": 2, "lr_decay": decay})
+    cfg = load_config(cfg_path)
+    got = [_lr_factor(cfg, k) for k in range(10)]
+    done = [(k - 2) / 8 for k in range(2, 10)]
+    tail = [1 - d for d in done] if decay == "linear" else [0.5 * (1 + np.cos(np.pi * d)) for d in done]
+    np.testing.assert_allclose(got, [0.5, 1.0, *tail], rtol=0, atol=1e-12)
+    assert got[2] == 1.0 and all(a > b for a, b in zip(got[2:], got[3:]))  # peak right after warm-up, then falls
+    # a round [4, 10) of a family that trains rounds: its own warm-up from step 4, its own decay to step 10
+    assert [_lr_factor(cfg, k, 4, 10) for k in (4, 5)] == [0.5, 1.0]
+    assert _lr_factor(cfg, 9, 4, 10) == pytest.approx(0.25 if decay == "linear" else 0.5 * (1 + np.cos(0.75 * np.pi)))
+    train(cfg, tmp_path / "straight", progress=False)
+    save = _Run.save
+
+    def save_then_stop(run, x):  # a run killed right after its step-4 checkpoint (train.steps stays 10)
+        save(run, x)
+        if run.step == 4:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(_Run, "save", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config(cfg_path, ["train.save_every=4"]), tmp_path / "resumed", progress=False)
+    assert load_checkpoint(tmp_path / "resumed").meta["step"] == 4
+    monkeypatch.setattr(_Run, "save", save)
+    train(load_config(cfg_path, ["train.save_every=4"]), tmp_path / "resumed", resume=True, progress=False)
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "resumed")
+    assert all(torch.equal(a[k], b[k]) for k in a), "resumed run differs from the straight one"
 
 
 def test_existing_checkpoint_is_not_overwritten(tmp_path):

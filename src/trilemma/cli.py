@@ -148,9 +148,11 @@ def sampler_option_flags(command):
 
 @main.command()
 @click.argument("ckpt", type=click.Path())
-@click.option("--sampler", type=click.Choice(list(SAMPLER_INFO)), default="ddim",
-              help=", ".join(n if i.title == n else f"{n} = {i.title}" for n, i in SAMPLER_INFO.items()) + ".")
-@click.option("--steps", type=click.IntRange(min=1), default=50, help="Sampling steps (network evaluations); for langevin, noise levels.")
+@click.option("--sampler", type=click.Choice(list(SAMPLER_INFO)), default=None,
+              help=", ".join(n if i.title == n else f"{n} = {i.title}" for n, i in SAMPLER_INFO.items())
+              + " [default: ddim; a distilled student's own, the sample.sampler it was trained for].")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Sampling steps (network evaluations); for "
+              "langevin, noise levels [default: 50; a distilled student's own sample.steps].")
 @sampler_option_flags
 @click.option("--spacing", type=click.Choice(SPACING_CHOICES), default=None,
               help="Time grid [default: the sampler's: leading; " + ", ".join(
@@ -182,9 +184,11 @@ def sample(ckpt, sampler, steps, spacing, num, batch_size, seed, noise, out, dev
     from .plotting import save_samples
 
     # everything that can be checked is checked before the model runs
+    ck = load_checkpoint(ckpt)
+    own = ck.cfg.sample if ck.cfg.family == "distill" else None  # a student's sampler and steps, as trained
+    sampler, steps = sampler or (own.sampler if own else "ddim"), steps or (own.steps if own else 50)
     opts = check_sampler_options(sampler, options, "", flag=lambda k: "--" + k.replace("_", "-"))
     device = resolve_device(device)
-    ck = load_checkpoint(ckpt)
     if out is None:
         base = ck.path.parent / "samples" if ck.path.name == "checkpoint" else Path("runs") / "samples" / ck.path.name
         out = base / f"{sampler}-{steps}-seed{seed}.png"

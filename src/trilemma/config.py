@@ -120,6 +120,7 @@ class DistillConfig:
     distance: str = "pseudo-huber"  # consistency: pseudo-huber (c = 0.00054 sqrt(d), Song & Dhariwal 2023) | l2
     sigma_data: float = 0.5  # consistency: sigma_d of c_skip = sigma_d^2 / ((k tau)^2 + sigma_d^2), tau the timestep from t_min
     timestep_scaling: float = 10.0  # consistency: k above (diffusers' LCMScheduler timestep_scaling)
+    rounds: int = 1  # progressive: rounds in one run, from student_steps * 2^(rounds - 1) steps down to student_steps
     teacher_weight: float = 0.0  # adversarial: weight of ||G(x_t, z, t) - teacher x0_hat(x_t, t)||^2 beside the GAN loss
 
 
@@ -130,6 +131,7 @@ class TrainConfig:
     lr: float = 1e-3  # peak learning rate (AdamW; ddgan and adversarial students take gan.lr_g, gan.lr_d)
     weight_decay: float = 0.0  # AdamW's decoupled weight decay (ddgan's two phases take none)
     warmup: int = 200  # linear warm-up steps
+    lr_decay: str = "none"  # none | linear | cosine: after warm-up the rate falls from its peak to 0 at train.steps
     grad_clip: float = 1.0  # max global grad norm; 0 disables
     ema_decay: float = 0.999  # EMA of the weights, used for sampling
     seed: int = 0
@@ -269,10 +271,11 @@ RANGES: dict[str, tuple] = {
     "train.seed": (0, 2**32 - 1), "train.log_every": POSITIVE, "train.sample_every": NON_NEGATIVE,
     "train.save_every": NON_NEGATIVE,
     "train.mixed_precision": ("no", "fp16", "bf16"), "train.tracker": ("none", "tensorboard"),
+    "train.lr_decay": ("none", "linear", "cosine"),
     "sample.steps": POSITIVE, "sample.n": POSITIVE,  # the sampler's options: `sample_options`
     "vdm.shape_loss": ("variance", "bound"), "autoencoder.recon": ("l1", "l2"),
     "distill.method": ("progressive", "consistency", "adversarial"), "distill.student_steps": POSITIVE,
-    "distill.grid_steps": POSITIVE, "distill.target_ema": (0.0, 0.999999), "distill.distance": ("pseudo-huber", "l2"), "distill.solver": ("ddim", "heun"),
+    "distill.grid_steps": POSITIVE, "distill.rounds": POSITIVE, "distill.target_ema": (0.0, 0.999999), "distill.distance": ("pseudo-huber", "l2"), "distill.solver": ("ddim", "heun"),
     "distill.sigma_data": OVER_ZERO, "distill.timestep_scaling": OVER_ZERO, "distill.teacher_weight": (0.0, None), "distill.prediction": ("", "eps", "v", "x0"),
     "model.prediction": ("eps", "v", "x0"),
     "schedule.num_timesteps": POSITIVE, "schedule.beta_start": (0.0, 0.999, "exclusive"), "schedule.beta_end": (0.0, 0.999, "exclusive"),

@@ -101,9 +101,19 @@ def _ema_state(emas: dict[str, EMA]) -> dict[str, torch.Tensor]:
     return {f"{name}.{k}": v for name, e in emas.items() for k, v in e.module.state_dict().items()}
 
 
-def _warmup_factor(cfg: Config, step: int) -> float:
-    """Linear warm-up to each phase's peak learning rate, then constant."""
-    return min(1.0, (step + 1) / max(1, cfg.train.warmup))
+def _lr_factor(cfg: Config, step: int, start: int = 0, end: int | None = None) -> float:
+    """The learning rate of optimizer step `step` (0-based) over each phase's peak, in the round of steps
+    [start, end) (the whole run, [0, train.steps), unless the family trains rounds): a linear warm-up over
+    train.warmup steps, then constant (lr_decay none) or falling to 0 at the round's end, linearly or on a half
+    cosine. A function of the step alone, so a resumed run takes the same rates."""
+    tc = cfg.train
+    k, n = step - start, (tc.steps if end is None else end) - start
+    if k < tc.warmup:
+        return (k + 1) / tc.warmup
+    if tc.lr_decay == "none":
+        return 1.0
+    done = min(1.0, (k - tc.warmup) / max(1, n - tc.warmup))  # 0 at the end of warm-up, 1 at the round's end
+    return 1.0 - done if tc.lr_decay == "linear" else 0.5 * (1.0 + math.cos(math.pi * done))
 
 
 def phase_parameters(modules: nn.ModuleDict, names) -> list[nn.Parameter]:
@@ -339,9 +349,43 @@ class _Run:
                         [modules[n] for n in modules if n not in names], phase_parameters(modules, names))
                 for phase, names in self.family.phases.items()}
 
+    def _round(self, step: int) -> tuple[int, int, int]:
+        """(index, first step, end) of the training round that optimizer step `step` belongs to."""
+        starts = [0, *self.family.round_starts()]
+        index = sum(s <= step for s in starts) - 1
+        end = starts[index + 1] if index + 1 < len(starts) else self.cfg.train.steps
+        return index, starts[index], end
+
+    def _save_round(self, index: int) -> None:
+        """The model as round `index` ends (its EMA weights), as the checkpoint of the run that would stop there
+        (`Family.round_config`), in rounds/<index>/ beside checkpoint/: a model of its own to sample or bench."""
+        acc, family = self.accelerator, self.family
+        acc.wait_for_everyone()
+        family.finalize(_ema_modules(self.emas), acc.unwrap_model(self.modules), self.data, self.device)
+        if acc.is_main_process:
+            save_checkpoint(self.ckpt_dir.parent / "rounds" / str(index), cfg=family.round_config(index),
+                            sample_shape=family.sample_shape, step=self.step, ema_state=_ema_state(self.emas),
+                            data_shape=self.data.shape, extra_meta=family.checkpoint_meta(_ema_modules(self.emas)))
+        acc.wait_for_everyone()
+
+    def _start_round(self, index: int) -> None:
+        """A new round (`Family.round_starts`): the EMA weights into the trained modules, fresh optimizer moments,
+        then the family's `start_round`."""
+        raw = self.accelerator.unwrap_model(self.modules)
+        with torch.no_grad():
+            for name, e in self.emas.items():
+                raw[name].load_state_dict(e.module.state_dict())
+        for opt in self.optimizers.values():
+            opt.state.clear()
+        self.family.start_round(raw, index)
+
     def _step(self, x: torch.Tensor, views: dict) -> dict:
         """One optimizer step of every phase on batch x, then the EMAs; returns {"loss/<phase>": value}."""
-        tc, warm, logs = self.cfg.train, _warmup_factor(self.cfg, self.step), {}
+        index, start, end = self._round(self.step)
+        if index > 0 and self.step == start:
+            self._save_round(index - 1)
+            self._start_round(index)
+        tc, warm, logs = self.cfg.train, _lr_factor(self.cfg, self.step, start, end), {}
         for phase, (opt, phase_modules, others, params) in views.items():
             for group in opt.param_groups:
                 group["lr"] = self.peak_lr[phase] * warm
@@ -388,7 +432,7 @@ class _Run:
                 rate = (self.step - s0) / max(time.perf_counter() - t0, 1e-9)
                 self.bar.set_postfix({**{k.split("/")[-1]: f"{v:.4f}" for k, v in smooth.items()}, "steps/s": f"{rate:.1f}"})
                 if tc.tracker != "none":
-                    warm = _warmup_factor(self.cfg, self.step - 1)
+                    warm = _lr_factor(self.cfg, self.step - 1, *self._round(self.step - 1)[1:])
                     acc.log({**logs, **{f"lr/{p}": lr * warm for p, lr in self.peak_lr.items()}}, step=self.step)
             self.bar.update(1)
             if tc.sample_every and self.step % tc.sample_every == 0 and self.step < tc.steps:

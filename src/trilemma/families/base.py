@@ -9,8 +9,8 @@ A family is a schedule, modules, optimizer phases and an unreduced per-sample lo
     ema_names()          the modules kept as an EMA, saved in the checkpoint and used for sampling
     loss(phase, ...)     per-sample loss (B,) of one phase; the loop reduces, backpropagates and logs
 
-Optional hooks, with the defaults below: `optimizer_options`, `training_data`, `after_step`, `finalize`,
-`checkpoint_meta`, `preview`, `decode`; and class flags a config can be checked against before any model is built
+Optional hooks, with the defaults below: `optimizer_options`, `training_data`, `after_step`, `round_starts` and
+`start_round`, `finalize`, `checkpoint_meta`, `preview`, `decode`; and class flags a config can be checked against before any model is built
 (`draws_x0` through `config_draws_x0`, `has_bound`, `no_sampler_reason`).
 """
 
@@ -69,6 +69,21 @@ class Family:
     def after_step(self, modules: nn.ModuleDict, step: int) -> None:
         """After each optimizer step, before the EMAs (a consistency student's target network follows here);
         what it changes must live in `modules`, so checkpoints and exact resume keep it."""
+
+    def round_starts(self) -> tuple[int, ...]:
+        """The steps (> 0, ascending) at which a new training round starts. At each the loop puts the EMA weights
+        into the trained modules, clears the optimizers' moments, restarts the learning rate's warm-up and decay
+        for the round and calls `start_round`: a progressive student trains its rounds in one run. None here."""
+        return ()
+
+    def start_round(self, modules: nn.ModuleDict, index: int) -> None:
+        """At the first step of round `index` >= 1, once `modules` hold the EMA weights; what it changes must
+        live in `modules`, so checkpoints and exact resume keep it."""
+
+    def round_config(self, index: int):
+        """The config of a run that stops where round `index` ends: the loop saves the model as that round ends
+        under this config, in the run directory's rounds/<index>/ (a checkpoint of its own)."""
+        raise NotImplementedError
 
     def finalize(self, ema: nn.ModuleDict, raw: nn.ModuleDict, data, device) -> None:
         """Before each checkpoint, in every process (an autoencoder measures its latent scale here)."""

@@ -10,7 +10,12 @@ Methods (`distill.method`):
 progressive (Salimans & Ho, ICLR 2022): one round teaches the student to take in one DDIM step what the teacher
 takes in two, on the trailing grid of `student_steps` steps (the teacher's grid has twice as many; the two nest).
 The target is `distillation.progressive_target`, the loss its x-space error weighted by max(SNR, 1). A round's
-checkpoint is the teacher of the next round (64 -> 32 -> ... -> 1): name it as distill.teacher.
+checkpoint is the teacher of the next round (64 -> 32 -> ... -> 1): name it as distill.teacher. Or one run trains
+`rounds` rounds (the paper's Algorithm 2), from student_steps * 2^(rounds - 1) steps down to student_steps, in
+equal shares of train.steps: at each new round the student's EMA weights become its teacher (module "teacher")
+and its starting point, with fresh optimizer moments and learning-rate schedule (`Family.round_starts`); each
+round's student is saved as it ends, in the run directory's rounds/<index>/, under the config of the run that
+would have stopped there (`round_config`).
 
 consistency (Song et al., ICML 2023, Alg. 2): the student f(z_t, t) (`distillation.ConsistencyDenoiser`, the
 identity at t_min) learns to give at z_t what a target network gives one teacher step (DDIM or Heun, `solver`)
@@ -49,7 +54,7 @@ MAX_GAN_STEPS = 8  # adversarial: DDGAN's T <= 8 large denoising steps
 # the distill keys each method reads (beside teacher, method and prediction): another method's key set away from
 # its default is refused, so nothing in a config is silently ignored
 METHOD_KEYS = {
-    "progressive": ("student_steps",),
+    "progressive": ("student_steps", "rounds"),
     "consistency": ("grid_steps", "solver", "target_ema", "distance", "sigma_data", "timestep_scaling"),
     "adversarial": ("student_steps", "teacher_weight"),
 }
@@ -91,8 +96,16 @@ class Distillation(Family):
                 raise TrilemmaError(f"distill.grid_steps: {e}") from None
             self.modules = nn.ModuleDict({**self.student.modules,
                                           "target": copy.deepcopy(self.student.modules).requires_grad_(False)})
-        if self.method == "progressive":
-            self.ts, self.tt = _nested_grids(schedule, d.student_steps)
+        if self.method == "progressive":  # round r learns 2 of its teacher's steps in 1 on a grid of steps[r]
+            self.round_steps = [d.student_steps * 2 ** (d.rounds - 1 - r) for r in range(d.rounds)]
+            self.grids = [_nested_grids(schedule, n) for n in self.round_steps]
+            if d.rounds > 1:
+                if cfg.train.steps % d.rounds:
+                    raise TrilemmaError(f"distill.rounds: {d.rounds} rounds share train.steps equally; "
+                                        f"{cfg.train.steps} steps is not a multiple of {d.rounds}")
+                # the teacher of rounds 1, 2, ...: the student's EMA weights where the round before ended
+                self.modules = nn.ModuleDict({**self.student.modules,
+                                              "teacher": copy.deepcopy(self.student.modules).requires_grad_(False)})
 
     def _make_generator(self, schedule) -> None:
         """adversarial: the student's network becomes a generator with a zero-started latent path, beside a
@@ -154,6 +167,28 @@ class Distillation(Family):
             self._grid_cache = (key, consistency_grid(schedule, self.cfg.distill.grid_steps))
         return self._grid_cache[1]
 
+    def round_starts(self) -> tuple[int, ...]:
+        """progressive with rounds R > 1: round r starts at step floor(r * train.steps / R)."""
+        if self.method != "progressive":
+            return ()
+        R, n = self.cfg.distill.rounds, self.cfg.train.steps
+        return tuple(r * n // R for r in range(1, R))
+
+    def round_config(self, index: int):
+        """The run of rounds 0..index: the same config with index + 1 rounds of the same length, ending on the
+        grid of round `index` (its checkpoint is the one this run's loop saves as that round ends)."""
+        c, n = self.cfg, self.round_steps[index]
+        return dataclasses.replace(
+            c, distill=dataclasses.replace(c.distill, student_steps=n, rounds=index + 1),
+            train=dataclasses.replace(c.train, steps=(index + 1) * c.train.steps // c.distill.rounds),
+            sample=dataclasses.replace(c.sample, steps=n))
+
+    def start_round(self, modules: nn.ModuleDict, index: int) -> None:
+        """The student as it ends a round (its EMA weights, now in `modules`) teaches the next."""
+        with torch.no_grad():
+            for name, m in modules["teacher"].items():
+                m.load_state_dict(modules[name].state_dict())
+
     def after_step(self, modules: nn.ModuleDict, step: int) -> None:
         """consistency: theta^- <- mu theta^- + (1 - mu) theta (stop-gradient; Song et al. eq. 8)."""
         if self.method != "consistency":
@@ -174,8 +209,8 @@ class Distillation(Family):
 
         teacher = {"path": self.cfg.distill.teacher, "sha256": self.teacher_sha256,
                    "family": self.teacher_ck.cfg.family, "method": self.method}
-        if self.method == "progressive":  # the teacher's DDIM steps this round replaces
-            teacher["steps"] = 2 * self.cfg.distill.student_steps
+        if self.method == "progressive":  # the teacher's DDIM steps this run's (first) round replaces
+            teacher["steps"] = 2 * self.round_steps[0]
         # the model the student runs, so a later round (or a sampler) needs only this checkpoint, not its chain
         return {**self.student.checkpoint_meta(ema), "teacher": teacher, "model_config": to_dict(self.student.cfg)}
 
@@ -188,19 +223,26 @@ class Distillation(Family):
             return self._consistency_loss(modules, x, rng)
         if self.method == "adversarial":
             return self._adversarial_loss(phase, modules, x, rng, step)
-        return self._progressive_loss(modules, x, rng)
+        return self._progressive_loss(modules, x, rng, step)
 
-    def _progressive_loss(self, modules, x, rng) -> torch.Tensor:
+    def round_at(self, step: int) -> int:
+        """progressive: the round that optimizer step `step` trains."""
+        return sum(s <= step for s in self.round_starts())
+
+    def _progressive_loss(self, modules, x, rng, step) -> torch.Tensor:
         """max(SNR_t, 1) ||x~ - x0_hat_student(z_t, t)||^2 (mean over dimensions) at a student grid time t drawn
-        uniformly, z_t = alpha_t x + sigma_t eps."""
-        n = self.cfg.distill.student_steps
+        uniformly, z_t = alpha_t x + sigma_t eps; the round's grid and teacher (the first round's is
+        distill.teacher, a later round's the student as the round before ended)."""
+        r = self.round_at(step)
+        n = self.round_steps[r]
         j = (rng.rand(x.shape[0]) * n).floor().long().clamp(max=n - 1)  # (B,) student step index
-        ts, tt = self.ts.to(x.device), self.tt.to(x.device)
+        ts, tt = (g.to(x.device) for g in self.grids[r])
         t, t_mid, s = ts[j], tt[2 * j + 1], ts[j + 1]
         student = self.student.denoiser(modules)
         a, sg = (append_dims(v, x) for v in alpha_sigma(student.schedule, t))
         z = a * x + sg * rng.randn(x.shape)
-        target = progressive_target(self._teacher_den, student.schedule, z, t, t_mid, s)
+        teacher = self._teacher_den if r == 0 else self.student.denoiser(modules["teacher"])
+        target = progressive_target(teacher, student.schedule, z, t, t_mid, s)
         w = truncated_snr_weight(student.schedule, t, x)
         return w * (student(z, t) - target).square().flatten(1).mean(1)
 
