@@ -195,7 +195,8 @@ def test_demo_runs_from_the_shipped_checkpoint(tmp_path):
     s = json.loads((tmp_path / "demo" / "results.json").read_text())
     got = [(r["label"], r["sampler"], r["steps"], r["eta"]) for r in s["rows"][1:]]
     want = [("DDPM", "ddpm", 1000, None)] + [("DDPM", "ddim", n, e) for n in (100, 20, 10, 5) for e in (0.0, 1.0)] + \
-           [("DDPM", "dpmpp", n, None) for n in (20, 10, 5)] + [("DDGAN T=4", "ddpm", 4, None), ("DDGAN T=1", "ddpm", 1, None)]
+           [("DDPM", "dpmpp", n, None) for n in (20, 10, 5)] + [("DDGAN T=4", "ddpm", 4, None), ("DDGAN T=1", "ddpm", 1, None)] + \
+           [("progressive-2", "ddim", 2, 0.0)]
     assert got == want
     ddim100 = next(r for r in s["rows"] if r["sampler"] == "ddim" and r["steps"] == 100 and r["eta"] == 0)
     assert ddim100["modes"] == 25 and ddim100["high_quality_%"] > 80, ddim100

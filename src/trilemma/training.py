@@ -402,8 +402,8 @@ class _Run:
             opt.zero_grad(set_to_none=True)
             logs[f"loss/{phase}"] = value
         self.family.after_step(self.modules, self.step)
-        for name, e in self.emas.items():
-            e.update(self.accelerator.unwrap_model(self.modules[name]), self.step)
+        for name, e in self.emas.items():  # the EMA's warm-up restarts with each round, as a new run's would
+            e.update(self.accelerator.unwrap_model(self.modules[name]), self.step - start)
         self.step += 1
         return logs
 

@@ -87,7 +87,9 @@ class Distillation(Family):
             self._make_generator(schedule)
         if meta is None:  # a new student starts from its teacher's weights (a saved one has its own)
             new = "net.mapping." if self.method == "adversarial" else None  # the generator's latent path
-            _load_teacher_weights(self.student.modules, self.teacher.modules.state_dict(), new)
+            own = set(self.teacher.ema_names())  # the modules a checkpoint keeps (not a round's teacher copy)
+            _load_teacher_weights(self.student.modules, {k: v for k, v in self.teacher.modules.state_dict().items()
+                                                         if k.split(".", 1)[0] in own}, new)
         self._grid_cache = (None, None)
         if self.method == "consistency":  # the target network starts as the student (Song et al., Alg. 2)
             try:
