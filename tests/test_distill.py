@@ -134,7 +134,11 @@ def test_rounds_in_one_run_halve_the_grid_and_hand_the_student_on(teacher, tmp_p
     a, b = (load_file(str(p / "model.safetensors")) for p in (ck.path, tmp_path / "two" / "checkpoint"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), "rounds/1 is the 2-round run"
     res = run("sample", ck.path, "-n", "8", "--quiet", "--out", tmp_path / "r1.npz")
-    assert res.exit_code == 0 and "2 NFE per sample" in res.output, res.output
+    assert res.exit_code == 0 and "2 NFE per sample" in res.output, res.output  # its own sampler and steps
+    # a run of rounds teaches the next student with its network alone (not the round teacher it kept)
+    nxt = build_family(load_config(write_config(tmp_path / "n.yaml", student_config(tmp_path / "straight", 1))), (2,))
+    ema = load_file(str(tmp_path / "straight" / "checkpoint" / "model.safetensors"))
+    assert all(torch.equal(nxt.modules.state_dict()[k], v) for k, v in ema.items())
 
 
 def test_a_changed_teacher_is_refused_in_one_line_and_nothing_changes(teacher, tmp_path):
