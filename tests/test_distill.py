@@ -89,9 +89,9 @@ def _train_until(cfg_path: Path, out: Path, stop: int, monkeypatch) -> None:
 
     save = _Run.save
 
-    def save_then_stop(run, x):
-        save(run, x)
-        if run.step == stop:
+    def save_then_stop(run, x, round_index=None):
+        save(run, x, round_index)
+        if run.step == stop and round_index is None:
             raise KeyboardInterrupt
 
     with monkeypatch.context() as m:

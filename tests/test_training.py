@@ -58,8 +58,8 @@ def test_lr_decay_closed_form_and_exact_resume(tmp_path, monkeypatch, decay):
     train(cfg, tmp_path / "straight", progress=False)
     save = _Run.save
 
-    def save_then_stop(run, x):  # a run killed right after its step-4 checkpoint (train.steps stays 10)
-        save(run, x)
+    def save_then_stop(run, x, round_index=None):  # a run killed right after its step-4 checkpoint (train.steps stays 10)
+        save(run, x, round_index)
         if run.step == 4:
             raise KeyboardInterrupt
 

@@ -309,8 +309,10 @@ class _Run:
                 else f"no checkpoint was written before it (train.save_every = {self.cfg.train.save_every})")
         return TrilemmaError(f"training diverged {at}; {kept}")
 
-    def save(self, x) -> None:
-        """A checkpoint of the current state, checked first (`_state_problem` on the last batch x, unless None)."""
+    def save(self, x, round_index: int | None = None) -> None:
+        """A checkpoint of the current state, checked first (`_state_problem` on the last batch x, unless None); or,
+        with `round_index`, the model as that round ends (its EMA weights) as the checkpoint of the run that would
+        stop there (`Family.round_config`), in rounds/<index>/ beside checkpoint/: a model of its own."""
         acc, family = self.accelerator, self.family
         acc.wait_for_everyone()
         if x is not None:  # the state about to be saved must itself be good, not only the loss that led to it
@@ -322,17 +324,21 @@ class _Run:
         # in every process, so their buffers stay identical
         family.finalize(_ema_modules(self.emas), acc.unwrap_model(self.modules), self.data, self.device)
         if acc.is_main_process:
-            tensors = {f"modules.{k}": v for k, v in acc.unwrap_model(self.modules).state_dict().items()}
-            opt_meta = {}
-            for phase, opt in self.optimizers.items():
-                t, m = optimizer_to_flat(phase, opt)
-                tensors.update(t)
-                opt_meta[phase] = m
-            tensors["rng.sharded"] = self.rng.gen.get_state()
-            tensors["rng.torch"] = torch.get_rng_state()
-            meta = {"optimizers": opt_meta, "loader": self.loader.state_dict(), "rng": _rng_meta(),
-                    "num_processes": acc.num_processes}
-            save_checkpoint(self.ckpt_dir, cfg=self.cfg, sample_shape=family.sample_shape, step=self.step,
+            path, cfg, tensors, meta = self.ckpt_dir, self.cfg, None, None
+            if round_index is not None:
+                path, cfg = self.ckpt_dir.parent / "rounds" / str(round_index), family.round_config(round_index)
+            else:
+                tensors = {f"modules.{k}": v for k, v in acc.unwrap_model(self.modules).state_dict().items()}
+                opt_meta = {}
+                for phase, opt in self.optimizers.items():
+                    t, m = optimizer_to_flat(phase, opt)
+                    tensors.update(t)
+                    opt_meta[phase] = m
+                tensors["rng.sharded"] = self.rng.gen.get_state()
+                tensors["rng.torch"] = torch.get_rng_state()
+                meta = {"optimizers": opt_meta, "loader": self.loader.state_dict(), "rng": _rng_meta(),
+                        "num_processes": acc.num_processes}
+            save_checkpoint(path, cfg=cfg, sample_shape=family.sample_shape, step=self.step,
                             ema_state=_ema_state(self.emas), train_tensors=tensors, train_meta=meta,
                             data_shape=self.data.shape, extra_meta=family.checkpoint_meta(_ema_modules(self.emas)))
         acc.wait_for_everyone()
@@ -351,22 +357,8 @@ class _Run:
 
     def _round(self, step: int) -> tuple[int, int, int]:
         """(index, first step, end) of the training round that optimizer step `step` belongs to."""
-        starts = [0, *self.family.round_starts()]
-        index = sum(s <= step for s in starts) - 1
-        end = starts[index + 1] if index + 1 < len(starts) else self.cfg.train.steps
-        return index, starts[index], end
-
-    def _save_round(self, index: int) -> None:
-        """The model as round `index` ends (its EMA weights), as the checkpoint of the run that would stop there
-        (`Family.round_config`), in rounds/<index>/ beside checkpoint/: a model of its own to sample or bench."""
-        acc, family = self.accelerator, self.family
-        acc.wait_for_everyone()
-        family.finalize(_ema_modules(self.emas), acc.unwrap_model(self.modules), self.data, self.device)
-        if acc.is_main_process:
-            save_checkpoint(self.ckpt_dir.parent / "rounds" / str(index), cfg=family.round_config(index),
-                            sample_shape=family.sample_shape, step=self.step, ema_state=_ema_state(self.emas),
-                            data_shape=self.data.shape, extra_meta=family.checkpoint_meta(_ema_modules(self.emas)))
-        acc.wait_for_everyone()
+        starts, index = (0, *self.family.round_starts(), self.cfg.train.steps), self.family.round_at(step)
+        return index, starts[index], starts[index + 1]
 
     def _start_round(self, index: int) -> None:
         """A new round (`Family.round_starts`): the EMA weights into the trained modules, fresh optimizer moments,
@@ -383,7 +375,7 @@ class _Run:
         """One optimizer step of every phase on batch x, then the EMAs; returns {"loss/<phase>": value}."""
         index, start, end = self._round(self.step)
         if index > 0 and self.step == start:
-            self._save_round(index - 1)
+            self.save(x, round_index=index - 1)
             self._start_round(index)
         tc, warm, logs = self.cfg.train, _lr_factor(self.cfg, self.step, start, end), {}
         for phase, (opt, phase_modules, others, params) in views.items():

@@ -76,6 +76,10 @@ class Family:
         for the round and calls `start_round`: a progressive student trains its rounds in one run. None here."""
         return ()
 
+    def round_at(self, step: int) -> int:
+        """The round (0-based) that optimizer step `step` trains."""
+        return sum(s <= step for s in self.round_starts())
+
     def start_round(self, modules: nn.ModuleDict, index: int) -> None:
         """At the first step of round `index` >= 1, once `modules` hold the EMA weights; what it changes must
         live in `modules`, so checkpoints and exact resume keep it."""

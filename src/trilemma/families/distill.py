@@ -227,10 +227,6 @@ class Distillation(Family):
             return self._adversarial_loss(phase, modules, x, rng, step)
         return self._progressive_loss(modules, x, rng, step)
 
-    def round_at(self, step: int) -> int:
-        """progressive: the round that optimizer step `step` trains."""
-        return sum(s <= step for s in self.round_starts())
-
     def _progressive_loss(self, modules, x, rng, step) -> torch.Tensor:
         """max(SNR_t, 1) ||x~ - x0_hat_student(z_t, t)||^2 (mean over dimensions) at a student grid time t drawn
         uniformly, z_t = alpha_t x + sigma_t eps; the round's grid and teacher (the first round's is
