@@ -214,14 +214,19 @@ LATENTS = [torch.zeros(16, 4), torch.randn(16, 4, generator=torch.Generator().ma
            10 * torch.randn(16, 4, generator=torch.Generator().manual_seed(2))]
 
 
-@pytest.mark.parametrize("which, read_as", [("teacher", ""), ("eps_teacher", ""), ("eps_teacher", "v")],
-                         ids=["v-teacher", "eps-teacher", "eps-teacher-read-as-v"])
-def test_the_adversarial_generator_starts_as_its_teacher_for_every_latent(request, tmp_path, which, read_as):
+@pytest.mark.parametrize("which, read_as, fourier", [("teacher", "", 0), ("eps_teacher", "", 0), ("eps_teacher", "v", 0),
+                                                     ("eps_teacher", "v", 3)],
+                         ids=["v-teacher", "eps-teacher", "eps-teacher-read-as-v", "read-as-v-with-fourier-input"])
+def test_the_adversarial_generator_starts_as_its_teacher_for_every_latent(request, tmp_path, which, read_as, fourier):
     """At step 0, G(z_t, t, latent) = the teacher's x0_hat(z_t, t) (to 1e-6) for any latent: the latent path's last
     layer is zero. With distill.prediction v on an eps teacher, its output is the teacher network's read as v,
-    alpha z - sigma net(z, t). The path is live: once its last layer is non-zero, the latent changes G."""
+    alpha z - sigma net(z, t). The path is live: once its last layer is non-zero, the latent changes G. With
+    gan.g_fourier the input layer's Fourier columns start at zero (G is still the teacher) and are live too."""
     path = request.getfixturevalue(which)
-    family = build(tmp_path, method_config(path, "adversarial", 4, {"prediction": read_as} if read_as else None))
+    cfg = method_config(path, "adversarial", 4, {"prediction": read_as} if read_as else None)
+    if fourier:
+        cfg["gan"] = {**cfg["gan"], "g_fourier": fourier, "g_fourier_period": 8.0}
+    family = build(tmp_path, cfg)
     gen = family.denoiser(family.modules)
     teacher = denoiser_from_checkpoint(load_checkpoint(path))
     z = torch.randn(16, 2, generator=torch.Generator().manual_seed(0))
@@ -237,8 +242,24 @@ def test_the_adversarial_generator_starts_as_its_teacher_for_every_latent(reques
             torch.testing.assert_close(out, want, rtol=0, atol=1e-6)
         assert torch.equal(gen(z, 0.5, LATENTS[1]), gen(z, torch.full((16,), 0.5, dtype=torch.float64), LATENTS[1]))
         assert family.modules["net"].mapping[-1].weight.abs().max() == 0
+        if fourier:
+            inp = family.modules["net"].inp
+            assert inp.in_features == 2 * (1 + 2 * fourier) and inp.weight[:, 2:].abs().max() == 0
+            nn.init.normal_(inp.weight[:, 2:], std=0.1)
+            assert not torch.allclose(gen(z, t, LATENTS[0]), outs[0], atol=1e-3)
         nn.init.normal_(family.modules["net"].mapping[-1].weight)
         assert not torch.allclose(gen(z, t, LATENTS[1]), gen(z, t, LATENTS[2]), atol=1e-3)
+
+
+def test_generator_fourier_bands_are_refused_where_they_do_not_apply(eps_teacher, tmp_path):
+    """gan.g_fourier is for a distilled 2-D generator: a UNet backbone and a ddgan config (whose generator has
+    model.fourier) are refused with one line naming the key."""
+    net = build_backbone(ModelConfig(channels=[16, 32], attention=[False, True], norm_groups=8), (1, 16, 16))
+    with pytest.raises(TrilemmaError, match=r"^gan\.g_fourier: .*UNet backbone$"):
+        latent_generator(net, 8, 2, fourier=3)
+    ddgan = {**TOY_GAN, "gan": {**TOY_GAN.get("gan", {}), "g_fourier": 3}}
+    with pytest.raises(TrilemmaError, match=r"^gan\.g_fourier .*model\.fourier$"):
+        build(tmp_path, ddgan, "ddgan.yaml")
 
 
 def test_a_unet_latent_generator_is_its_backbone_until_trained():

@@ -46,6 +46,8 @@ class GANConfig:
     latent_dim: int = 100  # z of G(x_t, z, t)
     mapping_layers: int = 3  # MLP from z into the generator's conditioning (a UNet's AdaGN; a student's time embedding)
     tanh: bool = True  # ddgan image generator: x0' = tanh(UNet output) (false: latents; distill students: linear)
+    g_fourier: int = 0  # 2-D adversarial student: Fourier bands added to its generator's input, their weights from 0
+    g_fourier_period: float = 8.0  # their lowest period (data units); a ddgan's generator has model.fourier
     d_hidden: int = 256  # 2-D discriminator: width
     d_depth: int = 3  # 2-D discriminator: residual blocks
     d_fourier: int = 8  # 2-D discriminator: input Fourier features sin/cos(2^k 2pi x / P), k < d_fourier (0: raw x)
@@ -259,7 +261,7 @@ RANGES: dict[str, tuple] = {
     "model.fourier_period": OVER_ZERO, "model.layers_per_block": POSITIVE, "model.norm_groups": POSITIVE,
     "model.dropout": (0.0, 0.99),
     "gan.latent_dim": POSITIVE, "gan.mapping_layers": NON_NEGATIVE, "gan.d_hidden": POSITIVE, "gan.d_depth": POSITIVE,
-    "gan.d_fourier": NON_NEGATIVE, "gan.d_fourier_period": OVER_ZERO, "gan.d_fourier_anneal": NON_NEGATIVE,
+    "gan.g_fourier": NON_NEGATIVE, "gan.g_fourier_period": OVER_ZERO, "gan.d_fourier": NON_NEGATIVE, "gan.d_fourier_period": OVER_ZERO, "gan.d_fourier_anneal": NON_NEGATIVE,
     "gan.d_group": NON_NEGATIVE, "gan.lr_g": OVER_ZERO, "gan.lr_d": OVER_ZERO, "gan.beta1": (0.0, 0.999999),
     "gan.beta2": (0.0, 0.999999), "gan.r1_gamma": (0.0, None), "gan.lazy_reg": POSITIVE,
     "vdm.timesteps": NON_NEGATIVE, "vdm.fourier_min": NON_NEGATIVE, "vdm.fourier_max": NON_NEGATIVE,

@@ -142,6 +142,9 @@ class DDGAN(Family):
             raise TrilemmaError(
                 f"schedule.name: ddgan needs a discrete schedule (e.g. vp-sde-grid), not {cfg.schedule.name!r}"
             )
+        if cfg.gan.g_fourier:
+            raise TrilemmaError("gan.g_fourier widens a distilled generator's input; a ddgan generator sees Fourier "
+                                "features through model.fourier")
         for key in ("lazy_reg", "mapping_layers"):
             if getattr(cfg.gan, key) < 1:
                 raise TrilemmaError(f"gan.{key} must be >= 1, got {getattr(cfg.gan, key)}")

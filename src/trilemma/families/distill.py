@@ -25,7 +25,8 @@ sampler.
 
 adversarial (a DDGAN started from the teacher, as UFOGen): the generator is the teacher's network with a latent
 path into its time embedding that starts at zero (`networks.latent_generator`), so at step 0 G(x_t, z, t) is the
-teacher's x0_hat for every z; then DDGAN's discriminator and losses (`ddgan.gan_loss`, the `gan` section) on the
+teacher's x0_hat for every z (on 2-D data `gan.g_fourier` also gives it Fourier bands of x_t, on input weights
+that start at zero); then DDGAN's discriminator and losses (`ddgan.gan_loss`, the `gan` section) on the
 trailing grid of `student_steps` <= 8 steps, plus `teacher_weight` ||G - teacher x0_hat||^2. Sampled with the
 ddpm (ancestral) sampler on that grid.
 """
@@ -83,13 +84,12 @@ class Distillation(Family):
         self.data_shape = tuple(data_shape)  # what `decode` gives (a latent student's images)
         schedule = self.student.denoiser(self.student.modules).schedule
         self.modules = self.student.modules
-        if self.method == "adversarial":
-            self._make_generator(schedule)
         if meta is None:  # a new student starts from its teacher's weights (a saved one has its own)
-            new = "net.mapping." if self.method == "adversarial" else None  # the generator's latent path
             own = set(self.teacher.ema_names())  # the modules a checkpoint keeps (not a round's teacher copy)
             _load_teacher_weights(self.student.modules, {k: v for k, v in self.teacher.modules.state_dict().items()
-                                                         if k.split(".", 1)[0] in own}, new)
+                                                         if k.split(".", 1)[0] in own})
+        if self.method == "adversarial":  # after the weights: its new parts start from them (zero latent path)
+            self._make_generator(schedule)
         self._grid_cache = (None, None)
         if self.method == "consistency":  # the target network starts as the student (Song et al., Alg. 2)
             try:
@@ -123,7 +123,7 @@ class Distillation(Family):
         except TrilemmaError as e:
             raise TrilemmaError(f"distill.student_steps: {e}") from None
         nets = self.student.modules
-        nets["net"] = latent_generator(nets["net"], g.latent_dim, g.mapping_layers)
+        nets["net"] = latent_generator(nets["net"], g.latent_dim, g.mapping_layers, g.g_fourier, g.g_fourier_period)
         self.modules = nn.ModuleDict({**nets, "disc": build_discriminator(g, self.sample_shape)})
         self.phases, self.draws_x0 = {"disc": ("disc",), "gen": ("net",)}, True
 
@@ -329,14 +329,12 @@ def _check_inherited_sections(cfg) -> None:
             raise TrilemmaError(f"{sec}: a distill student takes its teacher's {sec}; remove the {sec} section")
 
 
-def _load_teacher_weights(modules: nn.ModuleDict, teacher_state: dict, new: str | None = None) -> None:
-    """The teacher's weights into the student's modules; only the weights under `new` (an adversarial student's
-    latent path "net.mapping.", or "net.backbone.mapping." under Fourier features) may be missing from the
-    teacher: they start as built."""
+def _load_teacher_weights(modules: nn.ModuleDict, teacher_state: dict) -> None:
+    """The teacher's weights into the student's modules, which are the teacher's network (an adversarial student's
+    generator is made from them afterwards)."""
     missing, unexpected = modules.load_state_dict(teacher_state, strict=False)
-    extra = [k for k in missing if not (new and (k.startswith(new) or k.startswith("net.backbone.mapping.")))]
-    if extra or unexpected:
-        raise TrilemmaError(f"distill.teacher: its weights do not fit the student ({(extra or unexpected)[0]})")
+    if missing or unexpected:
+        raise TrilemmaError(f"distill.teacher: its weights do not fit the student ({(missing or unexpected)[0]})")
 
 
 def _model_config(ck):

@@ -1,6 +1,10 @@
 """Backbones: an MLP for 2-D data, diffusers' UNet2DModel for images; DDGAN's generators and
 discriminators on the same pieces."""
 
+import math
+
+import torch
+
 from .autoencoder import Autoencoder, build_vae
 from .discriminator import ConvDiscriminator, MLPDiscriminator
 from .mlp import MLP, FourierInput, timestep_embedding
@@ -99,16 +103,23 @@ def _zero_mapping(latent_dim: int, width: int, layers: int) -> nn.Sequential:
     return mapping
 
 
-def latent_generator(net: nn.Module, latent_dim: int, mapping_layers: int) -> nn.Module:
+def latent_generator(net: nn.Module, latent_dim: int, mapping_layers: int, fourier: int = 0,
+                     fourier_period: float = 8.0) -> nn.Module:
     """A generator G(x, timestep, latent) made from a trained backbone net(x, timestep) (an MLP, a UNet, either
     under `FourierInput`): the latent goes through a mapping MLP into the network's time embedding (the MLP's
     `mapping`; UNet2DModel's class embedding, as `GANUNet`), and the mapping's last layer starts at zero, so at
     first G(x, t, z) = net(x, t) for every z (a diffusion GAN started from the diffusion model, as in UFOGen,
     Xu et al. 2024). The backbone's modules and weights are reused: an MLP or `FourierInput` is changed in place,
     a UNet's UNet2DModel gets an identity class embedding (the mapped latent is added to its time embedding, which
-    its ResNet blocks use as they were trained: no AdaGN is switched on) inside a `GANUNet` with a linear output."""
+    its ResNet blocks use as they were trained: no AdaGN is switched on) inside a `GANUNet` with a linear output.
+    `fourier` > 0 (an MLP on raw x only) also widens the MLP's input layer to x's `fourier` Fourier bands of lowest
+    period `fourier_period`, their weights zero, so G is still net at first: a few-step generator's last step is a
+    staircase in x_t, which an MLP on raw x draws as smooth ramps between the modes (see `MLP`)."""
     if mapping_layers < 1:
         raise TrilemmaError(f"gan.mapping_layers must be >= 1 for a generator started from a teacher, got {mapping_layers}")
+    if fourier and not (isinstance(net, MLP) and net.fourier == 0):
+        raise TrilemmaError(f"gan.g_fourier: Fourier input bands are added to a 2-D MLP on raw x, not to a "
+                            f"{type(net).__name__} backbone{' that has them' if isinstance(net, MLP) else ''}")
     if isinstance(net, FourierInput):
         net.backbone = latent_generator(net.backbone, latent_dim, mapping_layers)
         net.latent_dim = latent_dim
@@ -116,6 +127,8 @@ def latent_generator(net: nn.Module, latent_dim: int, mapping_layers: int) -> nn
     if isinstance(net, MLP):
         net.latent_dim = latent_dim
         net.mapping = _zero_mapping(latent_dim, net.time[-1].out_features, mapping_layers)
+        if fourier:
+            _widen_to_fourier(net, fourier, fourier_period)
         return net
     if isinstance(net, UNet):
         unet = net.unet
@@ -124,6 +137,21 @@ def latent_generator(net: nn.Module, latent_dim: int, mapping_layers: int) -> nn
         gen.mapping = _zero_mapping(latent_dim, unet.config.block_out_channels[0] * 4, mapping_layers)
         return gen
     raise TrilemmaError(f"no latent input for a {type(net).__name__} backbone")
+
+
+def _widen_to_fourier(net: MLP, fourier: int, fourier_period: float) -> None:
+    """net.inp, Linear(D, hidden) on x, becomes Linear(D (1 + 2 fourier), hidden) on `fourier_features(x)`, whose
+    first D columns are x: the old weights there, zeros on the sin and cos columns (the bias unchanged)."""
+    if fourier_period <= 0:
+        raise TrilemmaError(f"gan.g_fourier_period must be > 0, got {fourier_period}")
+    old = net.inp
+    wide = nn.Linear(old.in_features * (1 + 2 * fourier), old.out_features, device=old.weight.device,
+                     dtype=old.weight.dtype)
+    with torch.no_grad():
+        wide.weight.zero_()
+        wide.weight[:, : old.in_features] = old.weight
+        wide.bias.copy_(old.bias)
+    net.inp, net.fourier, net.fourier_base = wide, fourier, 2 * math.pi / fourier_period
 
 
 def build_discriminator(gan_cfg, sample_shape: tuple[int, ...]):
