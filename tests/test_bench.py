@@ -189,6 +189,33 @@ def test_a_toy_in_its_own_coordinates_joins_a_unit_variance_table(tmp_path):
     assert {k: got[k] for k in want} == pytest.approx(want)
 
 
+def test_demo_retrain_trains_every_shipped_model_then_benches_the_new_ones(tmp_path, monkeypatch):
+    """`trilemma demo --retrain` plumbing, with training replaced by a copy of the shipped weights (the real
+    trainings take about 80 minutes): each shipped config is trained into OUT/<name> in order, the student
+    against the retrained teacher, and the bench grid reads the new checkpoints."""
+    import shutil
+
+    import trilemma.training
+    from trilemma.demo import SHIPPED, shipped_checkpoint
+
+    calls = []
+
+    def fake_train(cfg, out, progress=True):
+        calls.append((Path(out).name, cfg))
+        shutil.copytree(shipped_checkpoint(Path(out).name), Path(out) / "checkpoint")
+
+    monkeypatch.setattr(trilemma.training, "train", fake_train)
+    out = tmp_path / "demo"
+    res = run("demo", "--retrain", "--out", out, "-n", "100", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert [name for name, _ in calls] == list(SHIPPED)
+    student = dict(calls)["toy2d-progressive"]
+    assert student.distill.teacher == str(out / "toy2d-ddpm" / "checkpoint")
+    s = json.loads((out / "results.json").read_text())
+    used = {r["checkpoint"] for r in s["rows"][1:]}
+    assert used == {str(out / name / "checkpoint") for name in SHIPPED}, used
+
+
 def test_demo_runs_from_the_shipped_checkpoint(tmp_path):
     res = run("demo", "--out", tmp_path / "demo", "-n", "200", "--quiet")
     assert res.exit_code == 0, res.output

@@ -438,12 +438,12 @@ def demo(out, retrain, num_samples, device, quiet):
             check_run_dir(out / name)
         prepare_bench_dir(out)  # every input checked: mark it, so the bench accepts the runs trained into it
         for name, c in shipped.items():
-            cfg = load_checkpoint(c).cfg
-            teacher = cfg.distill.teacher if cfg.family == "distill" else ""
+            train_cfg = load_checkpoint(c).cfg  # not `cfg`: that is the bench grid run below
+            teacher = train_cfg.distill.teacher if train_cfg.family == "distill" else ""
             if teacher.startswith(SHIPPED_PREFIX) and teacher[len(SHIPPED_PREFIX):] in SHIPPED:  # retrained above
-                cfg = dataclasses.replace(cfg, distill=dataclasses.replace(
-                    cfg.distill, teacher=str(out / teacher[len(SHIPPED_PREFIX):] / "checkpoint")))
-            run(cfg, out / name, progress=not quiet)
+                train_cfg = dataclasses.replace(train_cfg, distill=dataclasses.replace(
+                    train_cfg.distill, teacher=str(out / teacher[len(SHIPPED_PREFIX):] / "checkpoint")))
+            run(train_cfg, out / name, progress=not quiet)
     summary = run_bench(cfg, out, progress=not quiet, command=_command_line())
     _print_summary(summary, out)
 
