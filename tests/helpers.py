@@ -75,3 +75,21 @@ def assert_one_line_error(res, *fragments):
     assert len(lines) == 1 and "Traceback" not in res.output, res.output
     for f in fragments:
         assert f in lines[0], (f, lines[0])
+
+
+def random_checkpoint(tmp_path: Path, base: dict, shape: tuple, name: str = "ck", scale_out=None) -> Path:
+    """A checkpoint of config `base` with freshly initialised weights (seed 0), saved in tmp_path/name; `scale_out`
+    may rescale the network's last layer in place so samples stay in range."""
+    import torch
+
+    from trilemma.checkpoint import save_checkpoint
+    from trilemma.config import load_config
+    from trilemma.families import build_family
+
+    cfg = load_config(write_config(tmp_path / f"{name}.yaml", base))
+    torch.manual_seed(0)
+    fam = build_family(cfg, shape)
+    if scale_out is not None:
+        with torch.no_grad():
+            scale_out(fam.modules["net"])
+    return save_checkpoint(tmp_path / name, cfg=cfg, sample_shape=shape, step=0, ema_state=fam.modules.state_dict())

@@ -11,28 +11,15 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from helpers import DIGITS, TOY, write_config
+from helpers import DIGITS, TOY, random_checkpoint
 from trilemma.bench import BenchConfig, config_from_dict, expand_rows, load_grid, run_bench
 from trilemma.samplers import SAMPLER_INFO
-from trilemma.checkpoint import save_checkpoint
 from trilemma.cli import main
-from trilemma.config import load_config
 from trilemma.errors import TrilemmaError
-from trilemma.families import build_family
 
 
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
-
-
-def _checkpoint(tmp_path, base, shape, name="ck", scale_out=None):
-    cfg = load_config(write_config(tmp_path / f"{name}.yaml", base))
-    torch.manual_seed(0)
-    fam = build_family(cfg, shape)
-    if scale_out is not None:
-        with torch.no_grad():
-            scale_out(fam.modules["net"])
-    return save_checkpoint(tmp_path / name, cfg=cfg, sample_shape=shape, step=0, ema_state=fam.modules.state_dict())
 
 
 def test_rows_expand_as_a_product_and_bad_rows_are_named(tmp_path):
@@ -78,7 +65,7 @@ def test_bad_grid_files_are_one_line_errors(tmp_path):
 
 
 def test_toy_bench_writes_every_output(tmp_path):
-    ck = _checkpoint(tmp_path, TOY, (2,))
+    ck = random_checkpoint(tmp_path, TOY, (2,))
     grid = {"name": "toy test", "num_samples": 300, "batch_size": 128, "rows": [
         {"checkpoint": "ck", "label": "tiny", "sampler": "ddim", "steps": [5, 2], "eta": [0, 1]},
         {"checkpoint": str(ck), "label": "tiny", "sampler": "dpmpp", "steps": 3},
@@ -115,7 +102,7 @@ def test_toy_bench_writes_every_output(tmp_path):
 
 
 def test_rows_share_noise_and_reruns_are_identical(tmp_path):
-    ck = _checkpoint(tmp_path, TOY, (2,))
+    ck = random_checkpoint(tmp_path, TOY, (2,))
     rows = [{"checkpoint": str(ck), "sampler": ["ddim", "ddpm"], "steps": 3}]  # deterministic and stochastic
     cfg = BenchConfig(num_samples=64, batch_size=64, rows=rows)
     a = run_bench(cfg, tmp_path / "a", progress=False)
@@ -134,7 +121,7 @@ def test_rows_share_noise_and_reruns_are_identical(tmp_path):
 
 
 def test_image_bench_scores_with_the_feature_net(tmp_path):
-    ck = _checkpoint(tmp_path, DIGITS, (1, 8, 8), scale_out=lambda net: net.unet.conv_out.weight.mul_(0.2))
+    ck = random_checkpoint(tmp_path, DIGITS, (1, 8, 8), scale_out=lambda net: net.unet.conv_out.weight.mul_(0.2))
     cfg = BenchConfig(num_samples=100, batch_size=100, rows=[{"checkpoint": str(ck), "sampler": "ddim", "steps": 2}])
     s = run_bench(cfg, tmp_path / "out", progress=False)
     floor, row = s["rows"]
@@ -152,7 +139,7 @@ def test_inception_features_take_the_same_path(tmp_path, monkeypatch):
     import trilemma.features as F
 
     monkeypatch.setattr(F, "_fidelity_inception", StandInInception)
-    ck = _checkpoint(tmp_path, DIGITS, (1, 8, 8), scale_out=lambda net: net.unet.conv_out.weight.mul_(0.2))
+    ck = random_checkpoint(tmp_path, DIGITS, (1, 8, 8), scale_out=lambda net: net.unet.conv_out.weight.mul_(0.2))
     cfg = BenchConfig(num_samples=64, batch_size=64, features="inception",
                       rows=[{"checkpoint": str(ck), "sampler": "dpmpp", "steps": 2}])
     s = run_bench(cfg, tmp_path / "out", progress=False)
@@ -161,8 +148,8 @@ def test_inception_features_take_the_same_path(tmp_path, monkeypatch):
 
 
 def test_a_grid_mixing_datasets_is_refused(tmp_path):
-    a = _checkpoint(tmp_path, TOY, (2,), name="a")
-    b = _checkpoint(tmp_path, {**TOY, "data": {**TOY["data"], "toy": "ring8"}}, (2,), name="b")
+    a = random_checkpoint(tmp_path, TOY, (2,), name="a")
+    b = random_checkpoint(tmp_path, {**TOY, "data": {**TOY["data"], "toy": "ring8"}}, (2,), name="b")
     cfg = BenchConfig(num_samples=16, rows=[{"checkpoint": str(a), "sampler": "ddim", "steps": 2},
                                             {"checkpoint": str(b), "sampler": "ddim", "steps": 2}])
     with pytest.raises(TrilemmaError, match="a table compares one dataset"):
@@ -179,7 +166,7 @@ def test_a_toy_in_its_own_coordinates_joins_a_unit_variance_table(tmp_path):
     from trilemma.samplers import generate
 
     raw = {**TOY, "data": {**TOY["data"], "unit_variance": False}}
-    a, b = _checkpoint(tmp_path, TOY, (2,), name="a"), _checkpoint(tmp_path, raw, (2,), name="b")
+    a, b = random_checkpoint(tmp_path, TOY, (2,), name="a"), random_checkpoint(tmp_path, raw, (2,), name="b")
     rows = [{"checkpoint": str(a), "sampler": "ddim", "steps": 2}, {"checkpoint": str(b), "sampler": "ddim", "steps": 2}]
     cfg = BenchConfig(num_samples=256, batch_size=256, rows=rows)
     got = run_bench(cfg, tmp_path / "out", progress=False)["rows"][2]

@@ -117,16 +117,17 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 
 def _check_resume_config(cfg, out: Path) -> None:
-    """--resume must continue the same run: only train.steps may change."""
+    """--resume must continue the same run: only train.steps and train.compile (how it runs) may change."""
     from .checkpoint import load_checkpoint, write_leftovers
     from .config import to_dict
 
     if not (out / "checkpoint").exists() and not write_leftovers(out / "checkpoint"):
         raise TrilemmaError(f"{out}/checkpoint: nothing to resume (no checkpoint)")
     old, new = _flat(to_dict(load_checkpoint(out / "checkpoint").cfg)), _flat(to_dict(cfg))
-    diff = [k for k in new if k != "train.steps" and old.get(k) != new[k]]
+    diff = [k for k in new if k not in ("train.steps", "train.compile") and old.get(k, new[k]) != new[k]]
     if diff:
-        raise TrilemmaError(f"{out}/checkpoint: --resume with a different config ({', '.join(diff)}); only train.steps may change")
+        raise TrilemmaError(f"{out}/checkpoint: --resume with a different config ({', '.join(diff)}); only train.steps "
+                            "and train.compile may change")
 
 
 SEED = click.IntRange(0, 2**63 - 1)
@@ -147,6 +148,29 @@ def sampler_option_flags(command):
     return command
 
 
+def runtime_flags(command):
+    """--precision, --compile and --channels-last: how the networks run (`runtime.Runtime`), never what the samplers
+    compute. Each defaults to None (not given): the grid's setting for bench, else `runtime.DEFAULTS`."""
+    from .runtime import DEFAULTS, PRECISIONS
+
+    command = click.option("--channels-last/--no-channels-last", "channels_last", default=None, show_default=False,
+                           help="Convolutional networks in channels_last memory layout [default: off, unless "
+                                "runtime.channels_last_default measured it faster on this device].")(command)
+    command = click.option("--compile/--no-compile", "compile_", default=None, show_default=False,
+                           help=f"torch.compile the networks [default: {'on' if DEFAULTS.compile else 'off'}].")(command)
+    return click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None, show_default=False,
+                        help=f"Precision the networks run in (autocast; the schedule and samplers stay in float32/64); "
+                             f"fp16 needs a GPU [default: {DEFAULTS.precision}].")(command)
+
+
+def _runtime(precision, compile_, channels_last, device):
+    """The checked `runtime.Runtime` of a command's flags (None: the defaults)."""
+    from .runtime import DEFAULTS, resolve_runtime
+
+    return resolve_runtime(precision or DEFAULTS.precision, DEFAULTS.compile if compile_ is None else compile_,
+                           channels_last, device)
+
+
 @main.command()
 @click.argument("ckpt", type=click.Path())
 @click.option("--sampler", type=click.Choice(list(SAMPLER_INFO)), default=None,
@@ -165,8 +189,10 @@ def sampler_option_flags(command):
 @click.option("--noise", type=click.Path(dir_okay=False), default=None, help="Start from x_T in a .npy file of shape (n, *sample_shape).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Plot path (.png, .pdf, .svg, .jpg); raw samples go to the same name with .npz [default: RUN/samples/SAMPLER-STEPS-seedS.png beside the checkpoint, runs/samples/... for a shipped one].")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N, mps [default: cuda if available, else cpu].")
+@runtime_flags
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def sample(ckpt, sampler, steps, spacing, num, batch_size, seed, noise, out, device, quiet, **options):
+def sample(ckpt, sampler, steps, spacing, num, batch_size, seed, noise, out, device, precision, compile_, channels_last,
+           quiet, **options):
     """Draw samples from a checkpoint: a PNG grid (images) or scatter plot (2-D) and an .npz.
 
     A latent model samples latents (--noise has their shape) and decodes them; the .npz holds the images, in the
@@ -190,6 +216,7 @@ def sample(ckpt, sampler, steps, spacing, num, batch_size, seed, noise, out, dev
     sampler, steps = sampler or (own.sampler if own else "ddim"), steps or (own.steps if own else 50)
     opts = check_sampler_options(sampler, options, "", flag=lambda k: "--" + k.replace("_", "-"))
     device = resolve_device(device)
+    runtime = _runtime(precision, compile_, channels_last, device)
     if out is None:
         base = ck.path.parent / "samples" if ck.path.name == "checkpoint" else Path("runs") / "samples" / ck.path.name
         out = base / f"{sampler}-{steps}-seed{seed}.png"
@@ -200,8 +227,9 @@ def sample(ckpt, sampler, steps, spacing, num, batch_size, seed, noise, out, dev
     from .loading import sampling_spacing
 
     spacing = spacing or sampling_spacing(ck, sampler)
-    x, nfe, seconds = _draw(ck, sampler, steps, spacing, opts, num, batch_size or num, seed, x_T, device, quiet)
-    np.savez(raw, samples=x.numpy(), sampler=sampler, steps=steps, spacing=spacing, seed=seed, nfe=nfe, **opts)
+    x, nfe, seconds = _draw(ck, sampler, steps, spacing, opts, num, batch_size or num, seed, x_T, device, quiet, runtime)
+    np.savez(raw, samples=x.numpy(), sampler=sampler, steps=steps, spacing=spacing, seed=seed, nfe=nfe, **opts,
+             **runtime.to_dict())
     if out.suffix.lower() != ".npz":
         reference = None
         if len(x.shape) == 2:
@@ -209,10 +237,11 @@ def sample(ckpt, sampler, steps, spacing, num, batch_size, seed, noise, out, dev
 
             reference = load_dataset(ck.cfg.data, "test").x[:2000]
         save_samples(x, out, reference, title=f"{sampler}-{steps} ({nfe} NFE)")
-    click.echo(f"{num} samples, {nfe} NFE per sample, {seconds:.2f} s -> {out}" + (f" and {raw}" if out != raw else ""))
+    click.echo(f"{num} samples, {nfe} NFE per sample, {seconds:.2f} s ({runtime.describe()}) -> {out}"
+               + (f" and {raw}" if out != raw else ""))
 
 
-def _draw(ck, sampler, steps, spacing, opts, num, batch_size, seed, x_T, device, quiet):
+def _draw(ck, sampler, steps, spacing, opts, num, batch_size, seed, x_T, device, quiet, runtime=None):
     """`trilemma sample`'s samples (decoded, on the CPU, all finite), NFE per sample and the sampling seconds
     (model loading excluded), batch by batch with a progress bar: per batch when there are several, else per
     network evaluation of the one batch."""
@@ -224,7 +253,7 @@ def _draw(ck, sampler, steps, spacing, opts, num, batch_size, seed, x_T, device,
     from .samplers import check_sampler_supports, generate
     from .schedules import time_grid
 
-    den, decode = sampler_from_checkpoint(ck, device)
+    den, decode = sampler_from_checkpoint(ck, device, runtime)
     den = CountNFE(den)
     check_sampler_supports(den, sampler)
     grid = len(time_grid(den.schedule, steps, spacing)) - 1  # a grid the schedule cannot give is refused here
@@ -288,8 +317,10 @@ def export(ckpt, out, fmt):
 @click.option("--seed", type=SEED, default=0, help="Seed of the Monte-Carlo draws.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Also write the results to this JSON file.")
 @click.option("--device", default=None, help="cpu, cuda, mps [default: cuda if available, else cpu].")
+@runtime_flags
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def eval_(ckpt, bpd, recon, split, draws, num, batch_size, seed, json_out, device, quiet):
+def eval_(ckpt, bpd, recon, split, draws, num, batch_size, seed, json_out, device, precision, compile_, channels_last,
+          quiet):
     """Evaluate a checkpoint: with --bpd, the variational bound in bits/dim, term by term, with a 95% interval;
     with --recon, an autoencoder's reconstruction PSNR and FD.
 
@@ -310,41 +341,44 @@ def eval_(ckpt, bpd, recon, split, draws, num, batch_size, seed, json_out, devic
     if draws < 1 or batch_size < 1 or (num is not None and num < 1):
         raise TrilemmaError(f"--draws, --batch-size and -n must be >= 1, got {draws}, {batch_size}, {num}")
     device = resolve_device(device)
+    runtime = _runtime(precision, compile_, channels_last, device)
     if json_out:
         check_output_file(json_out, "--json", (".json",))
     ck = load_checkpoint(ckpt)
     if recon:
-        res = _eval_recon(ck, split, num, batch_size, device, quiet)
+        res = _eval_recon(ck, split, num, batch_size, device, quiet, runtime)
         if json_out:
             atomic_write_text(json_out, json.dumps(res, indent=2))
         return
-    terms_fn, to_bpd, name = bound_from_checkpoint(ck, device)
+    terms_fn, to_bpd, name = bound_from_checkpoint(ck, device, runtime)
     data = load_dataset(ck.cfg.data, split)
     x = data.x[:num] if num else data.x
     t0 = time.perf_counter()
     res = evaluate_bound(terms_fn, x, to_bpd=to_bpd, batch_size=batch_size, draws=draws, seed=seed, device=device,
                          progress=not quiet)
     res.update(checkpoint=str(ck.path), step=ck.meta.get("step"), bound=name, split=split,
-               data=describe(data), seconds=time.perf_counter() - t0)
-    click.echo(f"{name}; {data.name} {split} split, {res['images']} images x {draws} draws ({res['seconds']:.1f} s)")
+               data=describe(data), seconds=time.perf_counter() - t0, runtime=runtime.to_dict())
+    click.echo(f"{name}; {data.name} {split} split, {res['images']} images x {draws} draws ({res['seconds']:.1f} s, "
+               f"{runtime.describe()})")
     click.echo(bpd_table(res))
     if json_out:
         atomic_write_text(json_out, json.dumps(res, indent=2))
 
 
-def _eval_recon(ck, split, num, batch_size, device, quiet) -> dict:
+def _eval_recon(ck, split, num, batch_size, device, quiet, runtime=None) -> dict:
     """`trilemma eval --recon`: print and return an autoencoder's reconstruction metrics on a split."""
     from .data import describe, load_dataset
     from .loading import autoencoder_from_checkpoint
     from .families.autoencoder import evaluate_reconstruction
+    from .runtime import Runtime
 
     ae = autoencoder_from_checkpoint(ck, device, "--recon: ")
     data = load_dataset(ck.cfg.data, split)
     x = data.x[:num] if num else data.x
     t0 = time.perf_counter()
-    res = evaluate_reconstruction(ae, x, data.name, batch_size, device, progress=not quiet)
+    res = evaluate_reconstruction(ae, x, data.name, batch_size, device, progress=not quiet, runtime=runtime)
     res.update(checkpoint=str(ck.path), step=ck.meta.get("step"), split=split, data=describe(data),
-               seconds=time.perf_counter() - t0)
+               seconds=time.perf_counter() - t0, runtime=(runtime or Runtime()).to_dict())
     c, h, w = res["latent_shape"]
     click.echo(f"autoencoder {ck.path} (step {res['step']}): {data.name} {split} split, {res['images']} images "
                f"({res['seconds']:.1f} s); latents {c}x{h}x{w}, latent scale {res['latent_scale']:.4f}")
@@ -362,8 +396,9 @@ def _eval_recon(ck, split, num, batch_size, device, quiet) -> dict:
 @click.option("-n", "--num-samples", type=int, default=None, help="Samples per row and seed (overrides the grid's num_samples).")
 @click.option("--seeds", type=str, default=None, help="Comma-separated seeds (overrides the grid's seeds).")
 @click.option("--device", default=None, help="cpu, cuda, mps [default: the grid's, else cuda if available].")
+@runtime_flags
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def bench(grid, out, num_samples, seeds, device, quiet):
+def bench(grid, out, num_samples, seeds, device, precision, compile_, channels_last, quiet):
     """Place every (checkpoint, sampler, steps) of a GRID file on speed, quality and diversity.
 
     Writes results.json, results.csv, results.md, pareto.png, samples/ and report.html to --out.
@@ -384,6 +419,9 @@ def bench(grid, out, num_samples, seeds, device, quiet):
             raise TrilemmaError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
     if device is not None:
         overrides["device"] = device
+    for key, value in (("precision", precision), ("compile", compile_), ("channels_last", channels_last)):
+        if value is not None:  # the grid's own setting (or the default) otherwise
+            overrides[key] = value
     cfg = load_grid(grid, overrides)
     out = Path(out) if out else Path("runs") / f"bench-{Path(grid).stem}"
     summary = run_bench(cfg, out, progress=not quiet, command=_command_line())
@@ -407,8 +445,9 @@ def _print_summary(summary: dict, out: Path) -> None:
               "instead of using the shipped ones.")
 @click.option("-n", "--num-samples", type=int, default=2500, help="Samples per row.")
 @click.option("--device", default=None, help="cpu, cuda, cuda:N, mps [default: cuda if available, else cpu].")
+@runtime_flags
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def demo(out, retrain, num_samples, device, quiet):
+def demo(out, retrain, num_samples, device, precision, compile_, channels_last, quiet):
     """The trilemma on the 25-Gaussian grid: toy DDPM, DDGAN and distilled models on several samplers and step counts,
     one table.
 
@@ -427,7 +466,9 @@ def demo(out, retrain, num_samples, device, quiet):
     out = Path(out)
     shipped = {name: shipped_checkpoint(name) for name in SHIPPED}
     ckpts = {name: out / name / "checkpoint" for name in SHIPPED} if retrain else shipped
-    cfg = config_from_dict(demo_grid(ckpts, num_samples, device), "demo")  # checked before anything runs
+    runtime = {k: v for k, v in (("precision", precision), ("compile", compile_), ("channels_last", channels_last))
+               if v is not None}
+    cfg = config_from_dict(demo_grid(ckpts, num_samples, device) | runtime, "demo")  # checked before anything runs
     resolve_device(device)
     check_bench_dir(out)
     if retrain:

@@ -140,7 +140,9 @@ class TrainConfig:
     log_every: int = 100  # tracker logging interval (steps)
     sample_every: int = 0  # write a sample grid every N steps (0: only at the end)
     save_every: int = 2000  # checkpoint interval (steps); a final checkpoint is always written
-    mixed_precision: str = "no"  # no | fp16 | bf16 (Accelerate)
+    mixed_precision: str = "no"  # no | fp16 | bf16: Accelerate's autocast of the trained networks (fp16 needs a GPU);
+    # weights, optimizer moments, EMAs and checkpoints stay float32
+    compile: bool = False  # torch.compile the trained networks (Accelerate's dynamo backend, inductor)
     tracker: str = "none"  # none | tensorboard
 
 

@@ -72,12 +72,15 @@ def decoder_of(family):
     return family.decode
 
 
-def sampler_from_checkpoint(ck, device=None):
+def sampler_from_checkpoint(ck, device=None, runtime=None):
     """(EMA denoiser in eval mode, decode) of a loaded checkpoint: sample with the denoiser in
-    `ck.sample_shape`, then `decode` the result into data space."""
+    `ck.sample_shape`, then `decode` the result into data space; its networks run under `runtime`
+    (`runtime.Runtime`: precision, compile, layout; None: fp32 eager)."""
     family = loaded_family(ck, device)
     if family.no_sampler_reason:
         raise TrilemmaError(f"{ck.path}: {family.no_sampler_reason}")
+    if runtime is not None:
+        family.accelerate(runtime)
     return family.denoiser(family.modules), family.decode
 
 
@@ -92,13 +95,16 @@ def no_bound_reason(ck) -> str | None:
     return None
 
 
-def bound_from_checkpoint(ck, device=None):
+def bound_from_checkpoint(ck, device=None, runtime=None):
     """(terms_fn, to_bpd, name) of a checkpoint's variational bound on -log p(x), for
-    `metrics.likelihood.evaluate_bound`; a TrilemmaError where `no_bound_reason` gives one."""
+    `metrics.likelihood.evaluate_bound`, its network under `runtime` (None: fp32 eager); a TrilemmaError where
+    `no_bound_reason` gives one."""
     reason = no_bound_reason(ck)
     if reason:
         raise TrilemmaError(f"{ck.path}: {reason}")
     family = loaded_family(ck, device)
+    if runtime is not None:
+        family.accelerate(runtime)
     return (lambda x, u, eps, eps_0: family.terms(family.modules, x, u, eps, eps_0)), family.to_bpd, family.bound_name()
 
 

@@ -98,7 +98,11 @@ def pareto_row_name(row: dict, sampler_names: dict) -> str:
     # any other sampler option the row sets away from its default: "clip_x0", "steps_per_level=2"
     extra = "".join(f" {k}" if v is True else f" {k}={v:g}" for k, o in all_sampler_options().items()
                     if k != "eta" and (v := row.get(k)) is not None and v != o.default)
-    return f"{row['label']} · {name} {row['steps']}{eta}{extra}"
+    # how the networks ran, where it is not the fp32 eager default (layout alone does not change the numbers)
+    runtime = row.get("runtime") or {}
+    run = "".join(f" {v}" for v in (runtime.get("precision"),) if v not in (None, "fp32"))
+    run += " compile" * bool(runtime.get("compile"))
+    return f"{row['label']} · {name} {row['steps']}{eta}{extra}{run}"
 
 
 def _plain_log_axis(axis, lo: float, hi: float) -> None:

@@ -190,9 +190,12 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     _warn_single_cpu_process()
     # cpu=True when there is no accelerator: then processes started by torchrun / `accelerate launch
     # --multi_gpu` (WORLD_SIZE > 1) run data-parallel on gloo instead of each training alone
+    if on_cpu and cfg.train.mixed_precision == "fp16":
+        raise TrilemmaError("train.mixed_precision fp16: not supported on the CPU (use bf16, or fp16 on a GPU)")
     accelerator = Accelerator(
         cpu=on_cpu,
         mixed_precision=cfg.train.mixed_precision,
+        dynamo_backend="inductor" if cfg.train.compile else "no",
         log_with="tensorboard" if cfg.train.tracker == "tensorboard" else None,
         project_dir=str(out_dir),
     )

@@ -21,7 +21,7 @@ SAMPLER_NAMES = {name: info.title for name, info in SAMPLER_INFO.items()}  # a s
 BASE_COLUMNS = ["label", "sampler", "steps", "eta", "nfe", "seconds", "samples_per_second"]
 HEADERS = {"label": "model", "nfe": "NFE", "seconds": "seconds", "samples_per_second": "samples/s",
            "high_quality_%": "high-quality %", "class_entropy": "class entropy", "class_KL": "class KL",
-           "bpd": "bits/dim"}
+           "bpd": "bits/dim", "networks": "networks"}
 METRIC_ORDER = ["modes", "high_quality_%", "SW", "FID", "FD-digits", "FD-FMNIST", "KID", "precision", "recall",
                 "density", "coverage", "class_entropy", "class_KL", "bpd", "nonfinite_%"]
 
@@ -59,11 +59,26 @@ def _cell(r: dict, k: str) -> str:
     return s
 
 
+def runtime_name(r: dict) -> str:
+    """How a row's networks ran (its `runtime` entry), as `runtime.Runtime.describe` writes it; "fp32" for rows
+    written before rows recorded it."""
+    run = r.get("runtime") or {}
+    return " + ".join([run.get("precision") or "fp32"] + ["compile"] * bool(run.get("compile"))
+                      + ["channels_last"] * bool(run.get("channels_last")))
+
+
+def _runtimes(summary: dict) -> set[str]:
+    return {runtime_name(r) for r in summary["rows"] if not r.get("floor")}
+
+
 def markdown_table(summary: dict) -> str:
+    """The results as a Markdown table; a `networks` column when rows ran their networks differently."""
     cols = BASE_COLUMNS + summary["metrics"]
+    if len(_runtimes(summary)) > 1:
+        cols = cols[:2] + ["networks"] + cols[2:]
     lines = ["| " + " | ".join(HEADERS.get(c, c) for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     for r in summary["rows"]:
-        cells = [_cell(r, c) for c in cols]
+        cells = [("-" if r.get("floor") else runtime_name(r)) if c == "networks" else _cell(r, c) for c in cols]
         if r.get("floor"):
             cells = [f"*{c}*" if c != "-" else c for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
@@ -78,10 +93,12 @@ def write_outputs(summary: dict, out_dir: Path) -> None:
     cols += sorted({k for r in summary["rows"] for k in r if k.endswith(("_std", "_ci95"))})
     env = summary["environment"]
     buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=cols + ["commit", "device", "torch"], extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=cols + ["networks", "commit", "device", "threads", "torch"],
+                       extrasaction="ignore")
     w.writeheader()
     for r in summary["rows"]:
-        w.writerow({**r, "commit": env["commit"], "device": env["device"], "torch": env["torch"]})
+        w.writerow({**r, "networks": runtime_name(r), "commit": env["commit"], "device": env["device"],
+                    "threads": env.get("threads"), "torch": env["torch"]})
     atomic_write_text(out_dir / "results.csv", buf.getvalue())
     md = markdown_table(summary)
     atomic_write_text(out_dir / "results.md", f"{caption(summary)}\n\n{md}\n")
@@ -92,10 +109,12 @@ def write_outputs(summary: dict, out_dir: Path) -> None:
 def caption(summary: dict) -> str:
     e = summary["environment"]
     seeds = summary["seeds"]
+    runs = _runtimes(summary)
+    networks = f"networks in {next(iter(runs))}" if len(runs) == 1 else "networks as the table says"
     return (f"{summary['name']}: {summary['dataset']}, {summary['num_samples']} samples per row"
             f"{f' x {len(seeds)} seeds (mean ± std)' if len(seeds) > 1 else ''} against the {summary['reference']}; "
             f"seconds for all {summary['num_samples']} in batches of {summary['batch_size']} on {e['device']}, "
-            f"torch {e['torch']}, commit {e['commit'] or 'unknown'}.")
+            f"{networks}, torch {e['torch']}, commit {e['commit'] or 'unknown'}.")
 
 
 def report_html(summary: dict, md_table: str) -> str:

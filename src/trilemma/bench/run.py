@@ -39,6 +39,7 @@ class RowResult:
     floor: bool = False
     checkpoint: str | None = None
     sampler_options: dict = field(default_factory=dict)
+    runtime: dict = field(default_factory=dict)  # how the networks ran: {precision, compile, channels_last}
     metrics: dict = field(default_factory=dict)  # metric -> value (and <metric>_std over seeds, bpd_ci95)
 
     def to_dict(self) -> dict:
@@ -49,8 +50,8 @@ class RowResult:
         opts = {"eta": self.sampler_options.get("eta"), **self.sampler_options}
         return {**head, "sampler": self.sampler, "steps": self.steps, **opts, "spacing": self.spacing,
                 "nfe": self.nfe, "seconds": self.seconds, "seconds_per_batch": self.seconds_per_batch,
-                "samples_per_second": self.samples_per_second, "image": self.image, "floor": self.floor,
-                **self.metrics}
+                "samples_per_second": self.samples_per_second, "runtime": self.runtime, "image": self.image,
+                "floor": self.floor, **self.metrics}
 
 
 def _cpu_name() -> str:
@@ -68,8 +69,9 @@ def _git(*args: str) -> str:
                           timeout=10).stdout.strip()
 
 
-def environment(device: torch.device) -> dict:
-    """Commit, device, library versions: what a reader needs to trust or reproduce a table."""
+def environment(device: torch.device, runtime=None) -> dict:
+    """Commit, device, thread count, library versions and the grid's runtime (precision, compile, layout): what a
+    reader needs to trust or reproduce a table."""
     import trilemma
 
     try:
@@ -87,6 +89,8 @@ def environment(device: torch.device) -> dict:
         "trilemma": trilemma.__version__,
         "torch": torch.__version__,
         "device": dev,
+        "threads": torch.get_num_threads(),
+        **({} if runtime is None else {"runtime": runtime.to_dict()}),
         "python": platform.python_version(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
@@ -125,9 +129,10 @@ def generate_timed(den, decode, sample_shape, row: BenchRow, noise: torch.Tensor
     return torch.cat(outs), nfe, secs
 
 
-def _bits_per_dim(cfg: BenchConfig, ckpts: dict, reference: torch.Tensor, device, progress: bool) -> dict:
+def _bits_per_dim(cfg: BenchConfig, ckpts: dict, reference: torch.Tensor, device, progress: bool, runtime) -> dict:
     """{checkpoint: {"bpd", "bpd_ci95"}} for every checkpoint whose family has a variational bound, on the
-    reference split (the same images and draws for each); checkpoints without one (ddgan) are left out."""
+    reference split (the same images and draws for each), its network under the grid's `runtime`; checkpoints
+    without one (ddgan) are left out."""
     from ..loading import bound_from_checkpoint, no_bound_reason
     from ..metrics.likelihood import evaluate_bound
 
@@ -136,7 +141,7 @@ def _bits_per_dim(cfg: BenchConfig, ckpts: dict, reference: torch.Tensor, device
     for path, ck in ckpts.items():
         if no_bound_reason(ck):
             continue  # ddgan has no bound; a latent model's bound is not one on the images
-        terms_fn, to_bpd, _ = bound_from_checkpoint(ck, device)
+        terms_fn, to_bpd, _ = bound_from_checkpoint(ck, device, runtime)
         res = evaluate_bound(terms_fn, x, to_bpd=to_bpd, batch_size=BPD_BATCH, draws=cfg.bpd_draws, seed=0,
                              device=device, progress=progress)
         out[path] = {"bpd": res["terms"]["total"]["mean"], "bpd_ci95": res["terms"]["total"]["ci95"]}
@@ -185,24 +190,32 @@ def _data_row(cfg: BenchConfig, scorer: Scorer, out_dir: Path) -> RowResult:
                      str(img.relative_to(out_dir)), floor=True, metrics=scorer.floor(cfg.seeds))
 
 
+def row_runtime(cfg: BenchConfig, row: BenchRow, device):
+    """How a row's networks run: its own precision and compile where it sets them, else the grid's."""
+    from ..runtime import resolve_runtime
+
+    return resolve_runtime(row.precision or cfg.precision, cfg.compile if row.compile is None else row.compile,
+                           cfg.channels_last, device, f"{cfg.source}: precision")
+
+
 class _Runner:
     """Runs rows one by one: each checkpoint's denoiser built once, each seed's x_T drawn once per sample shape."""
 
     def __init__(self, cfg: BenchConfig, ckpts: dict, scorer: Scorer, device, out_dir: Path, bar):
         self.cfg, self.ckpts, self.scorer, self.device = cfg, ckpts, scorer, device
         self.out_dir, self.bar = out_dir, bar
-        self.dens: dict[str, tuple] = {}
+        self.dens: dict[tuple, tuple] = {}  # (checkpoint, runtime) -> (counted denoiser, decode)
         self.x_T: dict[tuple, torch.Tensor] = {}  # (seed, sample shape) -> the x_T every row of that shape starts from
         self.data_cfg = ckpts[next(iter(ckpts))].cfg.data
 
-    def _denoiser(self, checkpoint: str):
+    def _denoiser(self, checkpoint: str, runtime):
         from ..denoiser import CountNFE
         from ..loading import sampler_from_checkpoint
 
-        if checkpoint not in self.dens:
-            den, decode = sampler_from_checkpoint(self.ckpts[checkpoint], self.device)
-            self.dens[checkpoint] = CountNFE(den), decode
-        return self.dens[checkpoint]
+        if (checkpoint, runtime) not in self.dens:
+            den, decode = sampler_from_checkpoint(self.ckpts[checkpoint], self.device, runtime)
+            self.dens[checkpoint, runtime] = CountNFE(den), decode
+        return self.dens[checkpoint, runtime]
 
     def _noise(self, seed: int, shape: tuple) -> torch.Tensor:
         from ..noise import initial_noise
@@ -216,10 +229,10 @@ class _Runner:
         from ..data import convert_points
 
         cfg, ck = self.cfg, self.ckpts[row.checkpoint]
-        den, decode = self._denoiser(row.checkpoint)
+        den, decode = self._denoiser(row.checkpoint, row_runtime(cfg, row, self.device))
         noise = self._noise(seed, ck.sample_shape)
         # warm-up (not timed): one full-size batch through one network evaluation, so lazy
-        # initialisation and kernel selection for this batch shape happen before the clock runs
+        # initialisation, kernel selection and compilation for this batch shape happen before the clock runs
         warm = BenchRow(row.checkpoint, "ddim", 1, "leading", sampler_options={"eta": 0.0})
         generate_timed(den, decode, ck.sample_shape, warm, noise[: cfg.batch_size], seed, cfg.batch_size, self.device)
         x, nfe, secs = generate_timed(den, decode, ck.sample_shape, row, noise, seed, cfg.batch_size, self.device,
@@ -242,6 +255,7 @@ class _Runner:
             shown = x if shown is None else shown
         res = RowResult(row.key, row.label, row.sampler, row.steps, row.spacing, nfe, None, None, None, "",
                         checkpoint=row.checkpoint, sampler_options=dict(row.sampler_options),
+                        runtime=row_runtime(self.cfg, row, self.device).to_dict(),
                         metrics={**average(per_seed), **bpd.get(row.checkpoint, {})})
         img = save_samples(self.scorer.shown(shown), self.out_dir / "samples" / f"{row.key}.png",
                            self.scorer.plot_reference,
@@ -264,12 +278,15 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
     device = resolve_device(cfg.device, f"{cfg.source}: device")
     out_dir = check_bench_dir(out_dir)  # before any compute: a bad --out fails now, not after the sampling
     rows, ckpts = _load_rows(cfg)
+    runtime = row_runtime(cfg, BenchRow("", "ddim", 1, "leading"), device)  # the grid's (a bad precision fails here)
+    for r in rows:
+        row_runtime(cfg, r, device)
     prepare_bench_dir(out_dir)  # every input is checked: create it
     scorer = make_scorer(ckpts[rows[0].checkpoint].cfg.data, cfg, device)
-    env = environment(device)
+    env = environment(device, runtime)
     (out_dir / "samples").mkdir(exist_ok=True)
     results = [_data_row(cfg, scorer, out_dir)]
-    bpd = _bits_per_dim(cfg, ckpts, scorer.reference.x, device, progress) if cfg.bpd else {}
+    bpd = _bits_per_dim(cfg, ckpts, scorer.reference.x, device, progress, runtime) if cfg.bpd else {}
     bar = tqdm(rows, desc="bench", disable=not progress, dynamic_ncols=True)
     runner = _Runner(cfg, ckpts, scorer, device, out_dir, bar)
     for row in bar:

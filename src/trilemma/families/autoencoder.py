@@ -138,17 +138,20 @@ class AutoencoderFamily(Family):
 
 @torch.no_grad()
 def evaluate_reconstruction(ae, x: torch.Tensor, dataset: str, batch_size: int = 500, device=None,
-                            progress: bool = False) -> dict:
+                            progress: bool = False, runtime=None) -> dict:
     """Reconstructions g(E[z | x]) of the images x: PSNR per image (mean and 95% interval), the mean squared
     error, and the Frechet distance of the reconstructions to x on the dataset's feature classifier (rFD, as
-    LDM's rFID) when the dataset has one."""
+    LDM's rFID) when the dataset has one. The autoencoder runs under `runtime` (`runtime.Runtime`; None: fp32)."""
     from tqdm.auto import tqdm
+
+    from ..runtime import Runtime, autocast_call
 
     device = torch.device(device or "cpu")
     recs = []
     for i in tqdm(range(0, len(x), batch_size), desc="reconstruct", disable=not progress, leave=False):
         xb = x[i : i + batch_size].to(device)
-        recs.append(ae.decode(ae.encode(xb)).float().cpu())
+        rec = autocast_call(lambda b: ae.decode(ae.encode(b)), runtime or Runtime(), device.type, xb)
+        recs.append(rec.float().cpu())
     rec = torch.cat(recs)
     p = psnr(rec, x)
     out = {"images": len(x), "psnr": p.mean().item(),

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import TrilemmaError
+from ..runtime import Runtime, accelerate_modules
 
 
 class Family:
@@ -32,6 +33,7 @@ class Family:
     draws_x0 = False  # its denoiser draws x0 at random (a GAN generator) instead of estimating E[x | z_t]
     has_bound = False  # defines `terms`, `to_bpd` and `bound_name`: a variational bound on -log p(x)
     no_sampler_reason: str | None = None  # why it has no denoiser, if it has none (an autoencoder)
+    runtime = Runtime()  # how its networks run (`accelerate`): fp32, eager, default layout unless told
 
     def __init__(self, cfg, sample_shape: tuple[int, ...]):
         self.cfg = cfg
@@ -99,6 +101,18 @@ class Family:
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         """Samples -> data space: the identity, or a latent model's decoder."""
         return x
+
+    def network_names(self) -> list[str]:
+        """The backbones among the EMA modules, what a `runtime.Runtime` runs: all of them but a learned schedule."""
+        from ..schedules import Schedule
+
+        return [n for n in self.ema_names() if not isinstance(self.modules[n], Schedule)]
+
+    def accelerate(self, runtime: Runtime) -> None:
+        """Run the backbones (`network_names`, and a latent model's decoder) under `runtime`, for sampling: the
+        schedule and everything the samplers compute stay in full precision. Once, after the weights are loaded."""
+        accelerate_modules(self.modules, self.network_names(), runtime)
+        self.runtime = runtime
 
     @torch.no_grad()
     def preview(self, ema: nn.ModuleDict, data, path: Path, device) -> None:

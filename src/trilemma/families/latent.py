@@ -111,7 +111,9 @@ class LatentFamily(Family):
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images g(z / latent_scale) from sampled latents."""
-        return self.ae.to(z.device).decode(z)
+        from ..runtime import autocast_call
+
+        return autocast_call(self.ae.to(z.device).decode, self.runtime, z.device.type, z)
 
     def checkpoint_meta(self, ema: nn.ModuleDict) -> dict:
         return {"autoencoder": {"path": self.cfg.latent.autoencoder, "sha256": self.autoencoder_sha256,

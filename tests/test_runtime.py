@@ -1,0 +1,130 @@
+"""How networks run (`runtime`): reduced precision, torch.compile and channels_last change the arithmetic of the
+network only, never what the samplers compute; every setting is recorded where results are written, and a
+precision the device cannot run is refused with one line."""
+
+import json
+
+import pytest
+import torch
+
+from helpers import DIGITS, TOY, assert_one_line_error, random_checkpoint, run
+from trilemma.checkpoint import load_checkpoint
+from trilemma.errors import TrilemmaError
+from trilemma.families import build_family
+from trilemma.loading import sampler_from_checkpoint
+from trilemma.runtime import FastNetwork, Runtime, resolve_runtime
+from trilemma.samplers import generate
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def digits_ck(tmp_path_factory):
+    """A small digits UNet (v-prediction, attention at 4x4), output layer scaled so samples stay in range."""
+    return random_checkpoint(tmp_path_factory.mktemp("digits"), DIGITS, (1, 8, 8),
+                       scale_out=lambda net: net.unet.conv_out.weight.mul_(0.2))
+
+
+def _samples(ck_path, runtime, sampler="ddim", steps=10, n=32):
+    den, decode = sampler_from_checkpoint(load_checkpoint(ck_path), CPU, runtime)
+    with torch.no_grad():
+        return decode(generate(den, n, load_checkpoint(ck_path).sample_shape, sampler=sampler, steps=steps, seed=3))
+
+
+def test_the_default_runtime_leaves_the_networks_as_they_are(digits_ck):
+    """fp32, eager, default layout puts no wrapper in: the samples are the library's fp32 samples by construction."""
+    family_den, _ = sampler_from_checkpoint(load_checkpoint(digits_ck), CPU, Runtime())
+    assert not any(isinstance(m, FastNetwork) for m in family_den.modules())
+    plain, _ = sampler_from_checkpoint(load_checkpoint(digits_ck), CPU)
+    assert not any(isinstance(m, FastNetwork) for m in plain.modules())
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpmpp"])
+def test_bf16_samples_agree_with_fp32_from_the_same_noise(digits_ck, sampler):
+    """bf16 keeps 8 bits of mantissa (relative rounding 2^-9 = 0.002 per op): over 10 steps of the digits UNet the
+    samples (data in [-1, 1]) move by at most 0.05 and 0.01 on average. The output is float32, and the schedule
+    maths is not touched, so the error is the network's alone."""
+    fp32 = _samples(digits_ck, Runtime())
+    bf16 = _samples(digits_ck, Runtime("bf16"))
+    assert bf16.dtype == torch.float32 and torch.isfinite(bf16).all()
+    diff = (bf16 - fp32).abs()
+    assert diff.max() < 0.05 and diff.mean() < 0.01, (diff.max().item(), diff.mean().item())
+    assert diff.max() > 0  # the network did run in bf16
+
+
+def test_channels_last_gives_the_fp32_samples(digits_ck):
+    """A memory layout changes only the order of the convolution's sums: equal to float32 rounding."""
+    a = _samples(digits_ck, Runtime())
+    b = _samples(digits_ck, Runtime(channels_last=True))
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
+
+
+def test_fast_network_reads_through_to_its_backbone_and_keeps_its_state_dict(digits_ck):
+    ck = load_checkpoint(digits_ck)
+    fam = build_family(ck.cfg, (1, 8, 8))
+    net = fam.modules["net"]
+    wrapped = FastNetwork(net, Runtime("bf16"))
+    assert wrapped.unet is net.unet  # attributes of the backbone are read through the wrapper
+    assert {k.removeprefix("net.") for k in wrapped.state_dict()} == set(net.state_dict())
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([10.0, 500.0])
+    assert wrapped(x, t).dtype == torch.float32
+
+
+def test_compiled_toy_samples_equal_eager_ones(tmp_path):
+    """torch.compile (inductor) fuses and reorders float32 arithmetic: the samples agree with eager to 1e-5."""
+    ck = random_checkpoint(tmp_path, TOY, (2,))
+    eager = _samples(ck, Runtime(), steps=5, n=64)
+    compiled = _samples(ck, Runtime(compile=True), steps=5, n=64)
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-5)
+
+
+def test_a_precision_the_device_cannot_run_is_refused(digits_ck, tmp_path):
+    with pytest.raises(TrilemmaError, match="fp16: not supported on the CPU"):
+        resolve_runtime("fp16", device=CPU)
+    with pytest.raises(TrilemmaError, match="not a precision"):
+        resolve_runtime("fp8", device=CPU)
+    res = run("sample", digits_ck, "--precision", "fp16", "--device", "cpu", "--out", tmp_path / "s.png")
+    assert_one_line_error(res, "--precision fp16", "CPU")
+    assert not (tmp_path / "s.png").exists() and not (tmp_path / "s.npz").exists()
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"num_samples": 8, "batch_size": 8, "device": "cpu", "precision": "fp16",
+                                "rows": [{"checkpoint": str(digits_ck), "sampler": "ddim", "steps": 2}]}))
+    assert_one_line_error(run("bench", grid, "--out", tmp_path / "b", "--quiet"), "precision fp16", "CPU")
+    assert not (tmp_path / "b").exists()
+
+
+def test_precision_and_compile_are_recorded_in_results(digits_ck, tmp_path):
+    """Rows at different settings are never confused: each row of results.json carries its own, the environment
+    the grid's and the thread count, and the table gets a `networks` column."""
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"num_samples": 16, "batch_size": 16, "device": "cpu", "bpd": False,
+                                "rows": [{"checkpoint": str(digits_ck), "label": "d", "sampler": "ddim", "steps": 2,
+                                          "precision": ["fp32", "bf16"]}]}))
+    res = run("bench", grid, "--out", tmp_path / "b", "--quiet", "--no-channels-last")
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "b" / "results.json").read_text())
+    got = [r["runtime"] for r in s["rows"][1:]]
+    assert got == [{"precision": p, "compile": False, "channels_last": False} for p in ("fp32", "bf16")]
+    assert all(0 <= r["precision"] <= 1 for r in s["rows"])  # the k-NN precision metric keeps its own key
+    assert len({r["key"] for r in s["rows"]}) == 3
+    env = s["environment"]
+    assert env["runtime"] == {"precision": "fp32", "compile": False, "channels_last": False}
+    assert env["threads"] == torch.get_num_threads()
+    assert "| model | sampler | networks |" in res.output and "| bf16 |" in res.output
+    fp32, bf16 = s["rows"][1], s["rows"][2]
+    assert fp32["nfe"] == bf16["nfe"] == 2
+
+
+def test_sample_and_eval_record_the_runtime(digits_ck, tmp_path):
+    import numpy as np
+
+    res = run("sample", digits_ck, "--precision", "bf16", "-n", "4", "--steps", "2", "--out", tmp_path / "s.png",
+              "--quiet")
+    assert res.exit_code == 0, res.output
+    assert "bf16" in res.output
+    z = np.load(tmp_path / "s.npz")
+    assert str(z["precision"]) == "bf16" and not bool(z["compile"])
+    res = run("eval", digits_ck, "--bpd", "-n", "8", "--draws", "1", "--precision", "bf16", "--json", tmp_path / "e.json",
+              "--quiet")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "e.json").read_text())["runtime"]["precision"] == "bf16"
