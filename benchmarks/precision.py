@@ -2,6 +2,7 @@
 
     python benchmarks/precision.py speed --out runs/precision            # per-NFE seconds, every setting x backbone
     python benchmarks/precision.py quality --out runs/precision          # FD change of bf16 on Fashion-MNIST
+    python benchmarks/precision.py demo --settings bf16 --out runs/precision  # the demo's rows at fp32 and bf16
     python benchmarks/precision.py train --out runs/precision            # training step time and final loss
 
 speed: one denoiser call (one NFE, at t = 0.5, under inference_mode) of each backbone at its bench batch size, for
@@ -11,12 +12,15 @@ batch 500), the Fashion-MNIST UNet (the shipped trilemma:fmnist-cpu-ddpm, batch 
 (configs/fmnist-latent-ddpm.yaml on fmnist-ae's 4 x 8 x 8 latents, batch 125) and the toy MLP (trilemma:toy2d-ddpm,
 batch 2500). Time does not depend on the weights, so the digits and latent UNets are freshly initialised.
 
-quality: `trilemma bench` rows of the shipped Fashion-MNIST model, DDIM-20 and DPM-Solver++(2M)-20, fp32 against the
-given setting (default bf16 with the layout default) on the same noises, 2,000 samples, seeds 0 and 1 as separate
-runs: the FD change beside the run-to-run spread (the two seeds' difference in fp32).
+quality: `trilemma bench` rows of the shipped Fashion-MNIST model, DDIM-20 and DPM-Solver++(2M)-20, fp32 eager against
+each of --settings (default bf16, and bf16 + compile + channels_last) on the same noises, 2,000 samples, seeds 0 and 1
+as separate runs: the FD change beside the run-to-run spread (the two seeds' difference in fp32).
+
+demo: the rows of `trilemma demo` (shipped toy models, 2,500 samples) at fp32 and at each precision of --settings,
+seeds 0 and 1 in one bench (mean and std over the seeds): the demo's default is decided by this.
 
 train: `trilemma train configs/fmnist-cpu-ddpm.yaml` for --train-steps and for 20 steps in each setting; the step time
-is the difference over the difference in steps (start-up and compilation cancel), and the final loss is the trained
+is the difference over the difference in steps (start-up and compilation, from empty caches in both, cancel), and the final loss is the trained
 EMA model's L_simple on 1,024 fixed test images and noises, the same for every setting (float32 evaluation).
 """
 
@@ -24,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -76,6 +82,7 @@ def speed(args) -> dict:
     for name, (make, shape, batch) in _backbones().items():
         if args.backbones and name.split()[0] not in args.backbones:
             continue
+        torch._dynamo.reset()  # each backbone compiles afresh
         dens, z = {}, torch.randn(batch, *shape, generator=torch.Generator().manual_seed(0))
         for setting, runtime in SETTINGS.items():
             family = make()
@@ -99,30 +106,60 @@ def speed(args) -> dict:
     return results
 
 
+def _parse_setting(text: str) -> Runtime:
+    """"bf16+compile+channels_last" -> Runtime("bf16", True, True); "fp32" the default."""
+    parts = [p.strip() for p in text.split("+")]
+    bad = [p for p in parts[1:] if p not in ("compile", "channels_last")]
+    if parts[0] not in ("fp32", "bf16", "fp16") or bad:
+        raise SystemExit(f"--settings {text!r}: a precision, then '+compile' and/or '+channels_last'")
+    return Runtime(parts[0], "compile" in parts, "channels_last" in parts)
+
+
 def quality(args) -> dict:
+    """Each setting's rows beside fp32 eager's, on the same noises, one bench run per seed."""
     from trilemma.bench import config_from_dict, run_bench
 
-    check_precision(args.precision, torch.device("cpu"))
+    settings = [Runtime()] + [_parse_setting(s) for s in args.settings]
+    for r in settings:
+        check_precision(r.precision, torch.device("cpu"))
     out = {}
     for seed in (0, 1):
-        grid = {"name": f"precision: fp32 against {args.precision}", "num_samples": args.num_samples,
-                "batch_size": 125, "seeds": [seed], "bpd": False, "device": "cpu", "compile": args.compile,
-                "rows": [{"checkpoint": "trilemma:fmnist-cpu-ddpm", "label": "fmnist", "sampler": ["ddim", "dpmpp"],
-                          "steps": 20, "precision": ["fp32", args.precision]}]}
-        if args.channels_last is not None:
-            grid["channels_last"] = args.channels_last
+        rows = [{"checkpoint": "trilemma:fmnist-cpu-ddpm", "label": "fmnist", "sampler": ["ddim", "dpmpp"],
+                 "steps": 20, **r.to_dict()} for r in settings]
+        grid = {"name": "precision: fp32 eager against " + ", ".join(r.describe() for r in settings[1:]),
+                "num_samples": args.num_samples, "batch_size": 125, "seeds": [seed], "bpd": False, "device": "cpu",
+                "rows": rows}
         s = run_bench(config_from_dict(grid, "precision.py"), Path(args.out) / f"quality-seed{seed}", progress=True,
                       command="python benchmarks/precision.py quality")
         for r in s["rows"][1:]:
-            out.setdefault(f"{r['sampler']}-{r['runtime']['precision']}", {})[seed] = {
+            name = Runtime(**r["runtime"]).describe()
+            out.setdefault(r["sampler"], {}).setdefault(name, {})[seed] = {
                 k: r[k] for k in ("FD-FMNIST", "precision", "recall", "coverage", "seconds")}
-    for sampler in ("ddim", "dpmpp"):
-        a, b = out[f"{sampler}-fp32"], out[f"{sampler}-{args.precision}"]
+    for sampler, by in out.items():
+        ref = by["fp32"]
         fd = lambda d, s: d[s]["FD-FMNIST"]  # noqa: E731
-        print(f"{sampler}-20: FD fp32 {fd(a, 0):.4f} / {fd(a, 1):.4f} (seeds 0 / 1; spread {abs(fd(a, 0) - fd(a, 1)):.4f}), "
-              f"{args.precision} {fd(b, 0):.4f} / {fd(b, 1):.4f} (change {fd(b, 0) - fd(a, 0):+.4f} / "
-              f"{fd(b, 1) - fd(a, 1):+.4f})")
+        print(f"{sampler}-20: FD fp32 {fd(ref, 0):.4f} / {fd(ref, 1):.4f} (seeds 0 / 1; spread "
+              f"{abs(fd(ref, 0) - fd(ref, 1)):.4f})")
+        for name, d in by.items():
+            if name != "fp32":
+                print(f"  {name}: {fd(d, 0):.4f} / {fd(d, 1):.4f} (change {fd(d, 0) - fd(ref, 0):+.4f} / "
+                      f"{fd(d, 1) - fd(ref, 1):+.4f})")
     return out
+
+
+def demo(args) -> dict:
+    """The demo's grid (the shipped toy models, 2,500 samples) with every row at fp32 and at --settings, seeds 0 and
+    1 in one bench run: each row's metrics as mean and std over the seeds."""
+    from trilemma.bench import config_from_dict, run_bench
+    from trilemma.demo import SHIPPED, demo_grid, shipped_checkpoint
+
+    settings = [Runtime()] + [_parse_setting(s) for s in args.settings]
+    grid = demo_grid({name: shipped_checkpoint(name) for name in SHIPPED}, 2500, "cpu")
+    grid["rows"] = [{**row, "precision": [r.precision for r in settings]} for row in grid["rows"]]
+    grid.update(name="trilemma demo at " + ", ".join(r.describe() for r in settings), seeds=[0, 1])
+    s = run_bench(config_from_dict(grid, "precision.py"), Path(args.out) / "demo", progress=True,
+                  command="python benchmarks/precision.py demo")
+    return {"rows": s["rows"]}
 
 
 def _final_loss(ckpt: Path) -> float:
@@ -152,6 +189,10 @@ def train(args) -> dict:
         for steps in (20, args.train_steps):
             cfg.train.steps = steps
             d = Path(args.out) / f"train-{name.replace(' + ', '-')}-{steps}"
+            # both runs compile from nothing, so that compilation cancels in the difference: dynamo's in-process
+            # cache is cleared and inductor writes to an empty cache directory
+            torch._dynamo.reset()
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
             t0 = time.perf_counter()
             run(cfg, d, progress=False)
             walls[steps] = time.perf_counter() - t0
@@ -164,19 +205,17 @@ def train(args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("what", choices=["speed", "quality", "train"])
+    p.add_argument("what", choices=["speed", "quality", "demo", "train"])
     p.add_argument("--out", default="runs/precision")
     p.add_argument("--repeats", type=int, default=8, help="speed: timed calls per setting")
     p.add_argument("--backbones", nargs="*", help="speed: only these (digits, fmnist, latent, toy)")
-    p.add_argument("--precision", default="bf16", help="quality: the setting compared with fp32")
-    p.add_argument("--compile", action="store_true", help="quality: compile both")
-    p.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false")
+    p.add_argument("--settings", nargs="+", default=["bf16", "bf16+compile+channels_last"],
+                   help="quality: the settings compared with fp32 eager (precision[+compile][+channels_last])")
     p.add_argument("--num-samples", type=int, default=2000)
     p.add_argument("--train-steps", type=int, default=200)
     args = p.parse_args()
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    res = {"speed": speed, "quality": quality, "train": train}[args.what](args)
+    res = {"speed": speed, "quality": quality, "demo": demo, "train": train}[args.what](args)
     (Path(args.out) / f"{args.what}.json").write_text(json.dumps(res, indent=2))
 
 

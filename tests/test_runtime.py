@@ -12,7 +12,7 @@ from trilemma.checkpoint import load_checkpoint
 from trilemma.errors import TrilemmaError
 from trilemma.families import build_family
 from trilemma.loading import sampler_from_checkpoint
-from trilemma.runtime import FastNetwork, Runtime, resolve_runtime
+from trilemma.runtime import FastNetwork, Runtime, native_bf16, resolve_runtime
 from trilemma.samplers import generate
 
 CPU = torch.device("cpu")
@@ -128,3 +128,100 @@ def test_sample_and_eval_record_the_runtime(digits_ck, tmp_path):
               "--quiet")
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "e.json").read_text())["runtime"]["precision"] == "bf16"
+
+
+@pytest.mark.auto_precision
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_is_bf16_only_on_a_cpu_with_native_bfloat16_and_never_for_a_bound(monkeypatch, native):
+    from trilemma import runtime
+
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: native)
+    want = "bf16" if native else "fp32"
+    assert resolve_runtime(device=CPU).precision == want  # the default is `auto`
+    assert resolve_runtime("auto", device=CPU).precision == want
+    assert resolve_runtime("auto", device=CPU, bound=True).precision == "fp32"
+    assert resolve_runtime("fp32", device=CPU).precision == "fp32"  # a precision by name is what runs
+
+
+@pytest.mark.auto_precision
+def test_native_bf16_is_a_property_of_the_cpu_alone():
+    assert native_bf16(torch.device("cuda")) is False and native_bf16(torch.device("meta")) is False
+    assert isinstance(native_bf16(CPU), bool)
+
+
+@pytest.mark.auto_precision
+def test_the_default_bench_and_eval_record_what_auto_ran(digits_ck, tmp_path, monkeypatch):
+    """On a CPU with native bf16 the default bench samples in bf16 and records it per row; its bits/dim, like
+    `eval --bpd`, are computed in fp32 and recorded as such."""
+    from trilemma import runtime
+
+    monkeypatch.setattr(runtime, "native_bf16", lambda device: True)
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"num_samples": 16, "batch_size": 16, "device": "cpu", "bpd": True, "bpd_images": 8,
+                                "bpd_draws": 1, "rows": [{"checkpoint": str(digits_ck), "label": "d",
+                                                          "sampler": "ddim", "steps": 2}]}))
+    res = run("bench", grid, "--out", tmp_path / "b", "--quiet")
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert s["rows"][1]["runtime"]["precision"] == "bf16" and s["environment"]["runtime"]["precision"] == "bf16"
+    assert s["environment"]["bpd_runtime"]["precision"] == "fp32" and "bpd" in s["rows"][1]
+    assert "networks in bf16 (bits/dim in fp32)" in (tmp_path / "b" / "results.md").read_text()
+    res = run("eval", digits_ck, "--bpd", "-n", "8", "--draws", "1", "--json", tmp_path / "e.json", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "e.json").read_text())["runtime"]["precision"] == "fp32"
+    res = run("sample", digits_ck, "-n", "4", "--steps", "2", "--out", tmp_path / "s.png", "--quiet")
+    assert res.exit_code == 0, res.output
+    import numpy as np
+
+    assert str(np.load(tmp_path / "s.npz")["precision"]) == "bf16"
+
+
+def test_a_row_sets_its_own_layout(digits_ck, tmp_path):
+    """channels_last per row, like precision and compile: its own key, recorded beside the row."""
+    grid = tmp_path / "g.yaml"
+    grid.write_text(json.dumps({"num_samples": 8, "batch_size": 8, "device": "cpu", "bpd": False,
+                                "rows": [{"checkpoint": str(digits_ck), "label": "d", "sampler": "ddim", "steps": 2,
+                                          "channels_last": [False, True]}]}))
+    res = run("bench", grid, "--out", tmp_path / "b", "--quiet")
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "b" / "results.json").read_text())
+    assert [r["runtime"]["channels_last"] for r in s["rows"][1:]] == [False, True]
+    assert len({r["key"] for r in s["rows"]}) == 3
+    grid.write_text(grid.read_text().replace("[false, true]", '"yes"'))
+    assert_one_line_error(run("bench", grid, "--out", tmp_path / "c", "--quiet"), "channels_last must be true or false")
+
+
+def _train_toy(tmp_path, name, **train):
+    import copy
+
+    import yaml
+
+    cfg = copy.deepcopy(TOY)
+    cfg["train"].update(train)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = run("train", path, "--out", tmp_path / name, "--quiet")
+    assert res.exit_code == 0, res.output
+    from safetensors.torch import load_file
+
+    ck = tmp_path / name / "checkpoint"
+    return load_file(ck / "model.safetensors"), load_file(ck / "train.safetensors")
+
+
+def test_bf16_training_keeps_weights_ema_and_optimizer_state_in_float32(tmp_path):
+    """Mixed precision changes the arithmetic of forward and backward, not what is stored: the same tensors, all
+    float32, and weights that moved by about as much as fp32 training moved them."""
+    w32, s32 = _train_toy(tmp_path, "fp32")
+    w16, s16 = _train_toy(tmp_path, "bf16", mixed_precision="bf16")
+    assert w16.keys() == w32.keys() and s16.keys() == s32.keys()
+    assert all(t.dtype == torch.float32 for t in [*w16.values(), *s16.values()] if t.is_floating_point())
+    moved = max((w16[k] - w32[k]).abs().max().item() for k in w32)
+    assert 0 < moved < 0.05, moved  # 6 steps at lr 1e-3: bf16 rounding, not a different training
+
+
+def test_compiled_training_is_eager_training(tmp_path):
+    """train.compile (inductor) fuses float32 arithmetic: after 6 steps the weights agree with eager to 1e-5."""
+    eager, _ = _train_toy(tmp_path, "eager")
+    compiled, _ = _train_toy(tmp_path, "compiled", compile=True)
+    for k in eager:
+        torch.testing.assert_close(compiled[k], eager[k], rtol=0, atol=1e-5)

@@ -150,25 +150,26 @@ def sampler_option_flags(command):
 
 def runtime_flags(command):
     """--precision, --compile and --channels-last: how the networks run (`runtime.Runtime`), never what the samplers
-    compute. Each defaults to None (not given): the grid's setting for bench, else `runtime.DEFAULTS`."""
-    from .runtime import DEFAULTS, PRECISIONS
+    compute. Each defaults to None (not given): the grid's setting for bench, else runtime's DEFAULT_*."""
+    from .runtime import AUTO, DEFAULT_COMPILE, DEFAULT_PRECISION, PRECISIONS
 
     command = click.option("--channels-last/--no-channels-last", "channels_last", default=None, show_default=False,
                            help="Convolutional networks in channels_last memory layout [default: off, unless "
                                 "runtime.channels_last_default measured it faster on this device].")(command)
     command = click.option("--compile/--no-compile", "compile_", default=None, show_default=False,
-                           help=f"torch.compile the networks [default: {'on' if DEFAULTS.compile else 'off'}].")(command)
-    return click.option("--precision", type=click.Choice(list(PRECISIONS)), default=None, show_default=False,
-                        help=f"Precision the networks run in (autocast; the schedule and samplers stay in float32/64); "
-                             f"fp16 needs a GPU [default: {DEFAULTS.precision}].")(command)
+                           help=f"torch.compile the networks [default: {'on' if DEFAULT_COMPILE else 'off'}].")(command)
+    return click.option("--precision", type=click.Choice([AUTO, *PRECISIONS]), default=None, show_default=False,
+                        help="Precision the networks run in (autocast; the schedule and samplers stay in float32/64); "
+                             "fp16 needs a GPU; auto is bf16 on a CPU with native bfloat16 (AVX512-BF16 or AMX) and "
+                             f"fp32 elsewhere, and fp32 for bits/dim [default: {DEFAULT_PRECISION}].")(command)
 
 
-def _runtime(precision, compile_, channels_last, device):
-    """The checked `runtime.Runtime` of a command's flags (None: the defaults)."""
-    from .runtime import DEFAULTS, resolve_runtime
+def _runtime(precision, compile_, channels_last, device, bound=False):
+    """The checked `runtime.Runtime` of a command's flags (None: the defaults; `bound`: for a variational bound)."""
+    from .runtime import DEFAULT_COMPILE, DEFAULT_PRECISION, resolve_runtime
 
-    return resolve_runtime(precision or DEFAULTS.precision, DEFAULTS.compile if compile_ is None else compile_,
-                           channels_last, device)
+    return resolve_runtime(precision or DEFAULT_PRECISION, DEFAULT_COMPILE if compile_ is None else compile_,
+                           channels_last, device, bound=bound)
 
 
 @main.command()
@@ -341,7 +342,7 @@ def eval_(ckpt, bpd, recon, split, draws, num, batch_size, seed, json_out, devic
     if draws < 1 or batch_size < 1 or (num is not None and num < 1):
         raise TrilemmaError(f"--draws, --batch-size and -n must be >= 1, got {draws}, {batch_size}, {num}")
     device = resolve_device(device)
-    runtime = _runtime(precision, compile_, channels_last, device)
+    runtime = _runtime(precision, compile_, channels_last, device, bound=bpd)  # `auto` bits/dim: fp32
     if json_out:
         check_output_file(json_out, "--json", (".json",))
     ck = load_checkpoint(ckpt)

@@ -16,10 +16,11 @@ from torch import nn
 
 from .errors import TrilemmaError
 
-__all__ = ["PRECISIONS", "Runtime", "FastNetwork", "check_precision", "resolve_runtime", "accelerate_modules", "DEFAULTS",
-           "autocast_call"]
+__all__ = ["PRECISIONS", "AUTO", "DEFAULT_PRECISION", "DEFAULT_COMPILE", "Runtime", "FastNetwork", "check_precision",
+           "auto_precision", "native_bf16", "resolve_runtime", "accelerate_modules", "autocast_call"]
 
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUTO = "auto"  # a precision setting, not a precision: `auto_precision` of the device
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,26 @@ class Runtime:
 
 
 # What a command runs when no flag says otherwise: the fastest setting whose quality change was within the run-to-run
-# spread (BENCHMARKS.md, issue 23); channels_last is decided per device by `channels_last_default`.
-DEFAULTS = Runtime("fp32", False, False)
+# spread (BENCHMARKS.md, issue 23). Precision `auto` (see `auto_precision`); no compilation, whose start-up (2-50 s
+# a backbone on the CPU) is more than it saves in a demo or a sample command; channels_last by `channels_last_default`.
+DEFAULT_PRECISION = AUTO
+DEFAULT_COMPILE = False
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bfloat16 matrix products natively: a CPU with AVX512-BF16 or AMX (oneDNN's own
+    test). Elsewhere on the CPU bf16 is emulated, and slower than fp32."""
+    if device.type != "cpu":
+        return False
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def auto_precision(device: torch.device, bound: bool = False) -> str:
+    """What precision `auto` runs: bf16 on a CPU with native bfloat16, where it measured 2.0x faster per NFE on the
+    Fashion-MNIST UNet and the toy MLP with an FD change inside the spread of two seeds (BENCHMARKS.md, issue 23); fp32 elsewhere
+    (a GPU's setting is not measured yet), and fp32 for a variational bound (`bound`: bits/dim are an exact
+    likelihood and do not carry bf16 rounding unless asked for by name)."""
+    return "bf16" if not bound and native_bf16(device) else "fp32"
 
 
 def check_precision(precision: str, device: torch.device, where: str = "--precision") -> None:
@@ -59,7 +78,7 @@ def check_precision(precision: str, device: torch.device, where: str = "--precis
     (CUDA or MPS; CPU autocast in fp16 is emulated and slower than fp32), bf16 needs a CPU or a CUDA device that
     supports it (compute capability 8.0 or later)."""
     if precision not in PRECISIONS:
-        raise TrilemmaError(f"{where} {precision!r}: not a precision; choose one of {', '.join(PRECISIONS)}")
+        raise TrilemmaError(f"{where} {precision!r}: not a precision; choose one of {', '.join([*PRECISIONS, AUTO])}")
     kind = device.type
     if precision == "fp16" and kind == "cpu":
         raise TrilemmaError(f"{where} fp16: not supported on the CPU (use bf16, or fp16 on a CUDA or MPS device)")
@@ -72,15 +91,20 @@ def check_precision(precision: str, device: torch.device, where: str = "--precis
 
 def channels_last_default(device: torch.device) -> bool:
     """Whether convolutional backbones run channels_last when nothing says otherwise. The layout is chosen by
-    measurement (benchmarks/precision.py, per device type), not by a guess; until a device's measurement is in
-    BENCHMARKS.md its networks keep torch's default layout."""
+    measurement (benchmarks/precision.py speed), not by a guess. On the CPU (BENCHMARKS.md, issue 23) it measured
+    0.96x-1.09x alone and slower with bf16 in eager mode (1.45x against bf16's 1.99x on the Fashion-MNIST UNet), so
+    the default layout stays; on a GPU it is not measured yet, and the default layout stays too."""
     return False
 
 
-def resolve_runtime(precision: str = "fp32", compile: bool = False, channels_last: bool | None = None,
-                    device: torch.device | None = None, where: str = "--precision") -> Runtime:
-    """A checked `Runtime` for `device`; channels_last None takes `channels_last_default`."""
+def resolve_runtime(precision: str = DEFAULT_PRECISION, compile: bool = DEFAULT_COMPILE,
+                    channels_last: bool | None = None, device: torch.device | None = None, where: str = "--precision",
+                    bound: bool = False) -> Runtime:
+    """A checked `Runtime` for `device`: precision `auto` becomes `auto_precision(device, bound)` (`bound`: for a
+    variational bound, not for sampling), channels_last None takes `channels_last_default`."""
     device = torch.device("cpu") if device is None else device
+    if precision == AUTO:
+        precision = auto_precision(device, bound)
     check_precision(precision, device, where)
     if channels_last is None:
         channels_last = channels_last_default(device)
@@ -121,6 +145,12 @@ class FastNetwork(nn.Module):
         self.net, self.runtime = net, runtime
         if runtime.channels_last:
             net.to(memory_format=torch.channels_last)  # 4-D weights only; other parameters are left as they are
+        if runtime.compile:
+            # dynamo keeps at most `recompile_limit` compiled versions of a forward's code object, counted over every
+            # instance of the class; a bench of many checkpoints of one network class would otherwise fall back to
+            # eager, silently, after the 8th (benchmarks/precision.py's third compiled latent UNet did)
+            cfg = torch._dynamo.config
+            cfg.recompile_limit = max(cfg.recompile_limit, 64)
         # the compiled callable shares net's parameters; kept out of the module tree (no second state_dict entry)
         self.__dict__["_run"] = torch.compile(net) if runtime.compile else net
 

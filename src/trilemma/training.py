@@ -192,6 +192,12 @@ def train(cfg: Config, out_dir: str | Path, *, resume: bool = False, progress: b
     # --multi_gpu` (WORLD_SIZE > 1) run data-parallel on gloo instead of each training alone
     if on_cpu and cfg.train.mixed_precision == "fp16":
         raise TrilemmaError("train.mixed_precision fp16: not supported on the CPU (use bf16, or fp16 on a GPU)")
+    # Accelerate keeps one AcceleratorState per process and refuses an Accelerator with another mixed precision or
+    # dynamo backend; a second run in the same process (a notebook, benchmarks/precision.py) starts from a fresh one.
+    # PartialState (the process group of a data-parallel run) is kept.
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(
         cpu=on_cpu,
         mixed_precision=cfg.train.mixed_precision,

@@ -4,7 +4,8 @@ Every key is checked by the one config validator (`config.from_dict` for types, 
 ranges), and a row's sampler options by the sampler's own declaration (`samplers.check_sampler_options`).
 A list-valued sampler, steps, spacing, precision, compile or sampler option expands into one row per value. The
 grid's `precision`, `compile` and `channels_last` say how every row's networks run (`runtime.Runtime`); a row's own
-`precision` or `compile` overrides the grid's for that row, so one table can set fp32 and bf16 side by side.
+`precision`, `compile` or `channels_last` overrides the grid's for that row, so one table can set fp32 and bf16 side
+by side.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from ..config import NON_NEGATIVE, POSITIVE, check_ranges, from_dict, read_yaml
 from ..errors import TrilemmaError
 from ..metrics.likelihood import BPD_DRAWS
-from ..runtime import DEFAULTS, PRECISIONS
+from ..runtime import AUTO, DEFAULT_COMPILE, DEFAULT_PRECISION, PRECISIONS
 from ..samplers import SAMPLER_INFO, all_sampler_options, check_sampler_options
 from ..schedules import SPACINGS
 
@@ -39,15 +40,16 @@ class BenchConfig:
     bpd: bool = True  # bits/dim of every checkpoint with a variational bound (vdm; ddpm through its VLB)
     bpd_images: int = 0  # images of the reference split the bound is averaged over (0: all of them)
     bpd_draws: int = BPD_DRAWS  # Monte-Carlo draws of (t, noise) per image for bits/dim (trilemma eval --bpd's default)
-    precision: str = DEFAULTS.precision  # fp32 | bf16 | fp16: what the networks run in (a row's `precision` overrides)
-    compile: bool = DEFAULTS.compile  # torch.compile the networks (a row's `compile` overrides)
+    precision: str = DEFAULT_PRECISION  # auto | fp32 | bf16 | fp16: what the networks run in (a row's overrides;
+    # auto: runtime.auto_precision, bits/dim in fp32)
+    compile: bool = DEFAULT_COMPILE  # torch.compile the networks (a row's `compile` overrides)
     channels_last: bool | None = None  # conv networks' memory layout [default: runtime.channels_last_default]
     source: str = field(default="grid", init=False, repr=False)  # where it was read from, for messages
 
 
 BENCH_RANGES = {"num_samples": (2, None), "batch_size": POSITIVE, "grid_images": NON_NEGATIVE,
                 "bpd_images": NON_NEGATIVE, "bpd_draws": POSITIVE, "features": ("auto", "inception"),
-                "reference_split": ("train", "test"), "precision": tuple(PRECISIONS)}
+                "reference_split": ("train", "test"), "precision": (AUTO, *PRECISIONS)}
 
 
 @dataclass
@@ -60,18 +62,20 @@ class BenchRow:
     sampler_options: dict = field(default_factory=dict)  # every option of the sampler, defaults filled in
     precision: str | None = None  # this row's network precision [default: the grid's]
     compile: bool | None = None  # this row's torch.compile [default: the grid's]
+    channels_last: bool | None = None  # this row's memory layout [default: the grid's]
 
     @property
     def key(self) -> str:
-        """A file-name-safe id, unique within a grid (a row's own precision and compile are part of it)."""
+        """A file-name-safe id, unique within a grid (a row's own precision, compile and layout are part of it)."""
         own = {o.name: o for o in SAMPLER_INFO[self.sampler].options}
         opts = "".join(own[k].key_part(v) for k, v in self.sampler_options.items())
         run = (f"-{self.precision}" if self.precision else "") + ("-compile" if self.compile else "")
+        run += {None: "", True: "-cl", False: "-nocl"}[self.channels_last]
         raw = f"{self.label or self.checkpoint}-{self.sampler}{self.steps}{opts}-{self.spacing}{run}"
         return re.sub(r"[^A-Za-z0-9._-]+", "_", raw)
 
 
-ROW_KEYS = ("checkpoint", "sampler", "steps", "spacing", "label", "precision", "compile")  # and every sampler option
+ROW_KEYS = ("checkpoint", "sampler", "steps", "spacing", "label", "precision", "compile", "channels_last")  # and every sampler option
 
 
 def _fail(where: str, msg: str):
@@ -121,16 +125,17 @@ def _check_entry(entry: dict, where: str) -> dict[str, list]:
         if k in entry and not isinstance(entry[k], (str, int, float)) or isinstance(entry.get(k), bool):
             _fail(where, f"{k} must be a string, got {entry[k]!r}")
     values = {k: entry[k] if isinstance(entry.get(k), list) else [entry.get(k)]
-              for k in ("sampler", "steps", "spacing", "precision", "compile", *options)}
+              for k in ("sampler", "steps", "spacing", "precision", "compile", "channels_last", *options)}
     for k, v in values.items():
         if not v:
             _fail(where, f"{k} is an empty list")
     for p in values["precision"]:
-        if p is not None and p not in PRECISIONS:
-            _fail(where, f"precision {p!r} is not one of {', '.join(PRECISIONS)}")
-    for c in values["compile"]:
-        if c is not None and not isinstance(c, bool):
-            _fail(where, f"compile must be true or false, got {c!r}")
+        if p is not None and p != AUTO and p not in PRECISIONS:
+            _fail(where, f"precision {p!r} is not one of {', '.join([AUTO, *PRECISIONS])}")
+    for k in ("compile", "channels_last"):
+        for c in values[k]:
+            if c is not None and not isinstance(c, bool):
+                _fail(where, f"{k} must be true or false, got {c!r}")
     for sampler in values["sampler"]:
         if sampler not in SAMPLER_INFO:
             _fail(where, f"sampler {sampler!r} is not one of {', '.join(SAMPLER_INFO)}")
@@ -153,20 +158,21 @@ def _entry_rows(entry: dict, where: str) -> list[BenchRow]:
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             _fail(where, f"steps must be a positive integer, got {steps!r}")
         own = [o.name for o in SAMPLER_INFO[sampler].options]  # another sampler's option lists do not multiply
-        for *combo, spacing, precision, compile_ in itertools.product(
-                *(values[k] for k in own), values["spacing"], values["precision"], values["compile"]):
+        for *combo, spacing, precision, compile_, layout in itertools.product(
+                *(values[k] for k in own), values["spacing"], values["precision"], values["compile"],
+                values["channels_last"]):
             if spacing is not None and spacing not in SPACINGS:
                 _fail(where, f"spacing {spacing!r} is not one of {', '.join(SPACINGS)}")
             opts = check_sampler_options(sampler, dict(zip(own, combo)), f"{where}: ")
             label = None if entry.get("label") is None else str(entry["label"])
             rows.append(BenchRow(str(entry["checkpoint"]), sampler, steps,
-                                 spacing or default[sampler], label, opts, precision, compile_))
+                                 spacing or default[sampler], label, opts, precision, compile_, layout))
     return rows
 
 
 def expand_rows(cfg: BenchConfig) -> list[BenchRow]:
     """One BenchRow per combination of list-valued sampler / steps / sampler option / spacing / precision /
-    compile in each entry."""
+    compile / channels_last in each entry."""
     out: list[BenchRow] = []
     for i, entry in enumerate(cfg.rows):
         out += _entry_rows(entry, f"{cfg.source}: rows[{i}]")

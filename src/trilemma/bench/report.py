@@ -111,6 +111,9 @@ def caption(summary: dict) -> str:
     seeds = summary["seeds"]
     runs = _runtimes(summary)
     networks = f"networks in {next(iter(runs))}" if len(runs) == 1 else "networks as the table says"
+    bound = e.get("bpd_runtime")
+    if bound and any("bpd" in r for r in summary["rows"]):
+        networks += f" (bits/dim in {runtime_name({'runtime': bound})})"
     return (f"{summary['name']}: {summary['dataset']}, {summary['num_samples']} samples per row"
             f"{f' x {len(seeds)} seeds (mean ± std)' if len(seeds) > 1 else ''} against the {summary['reference']}; "
             f"seconds for all {summary['num_samples']} in batches of {summary['batch_size']} on {e['device']}, "

@@ -69,9 +69,9 @@ def _git(*args: str) -> str:
                           timeout=10).stdout.strip()
 
 
-def environment(device: torch.device, runtime=None) -> dict:
-    """Commit, device, thread count, library versions and the grid's runtime (precision, compile, layout): what a
-    reader needs to trust or reproduce a table."""
+def environment(device: torch.device, runtime=None, bound_runtime=None) -> dict:
+    """Commit, device, thread count, library versions and the grid's runtime (precision, compile, layout; and that
+    of bits/dim, `bound_runtime`, where there are any): what a reader needs to trust or reproduce a table."""
     import trilemma
 
     try:
@@ -91,6 +91,7 @@ def environment(device: torch.device, runtime=None) -> dict:
         "device": dev,
         "threads": torch.get_num_threads(),
         **({} if runtime is None else {"runtime": runtime.to_dict()}),
+        **({} if bound_runtime is None else {"bpd_runtime": bound_runtime.to_dict()}),
         "python": platform.python_version(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
     }
@@ -190,12 +191,14 @@ def _data_row(cfg: BenchConfig, scorer: Scorer, out_dir: Path) -> RowResult:
                      str(img.relative_to(out_dir)), floor=True, metrics=scorer.floor(cfg.seeds))
 
 
-def row_runtime(cfg: BenchConfig, row: BenchRow, device):
-    """How a row's networks run: its own precision and compile where it sets them, else the grid's."""
+def row_runtime(cfg: BenchConfig, row: BenchRow, device, bound: bool = False):
+    """How a row's networks run: its own precision, compile and layout where it sets them, else the grid's
+    (`bound`: for bits/dim, where `auto` is fp32)."""
     from ..runtime import resolve_runtime
 
     return resolve_runtime(row.precision or cfg.precision, cfg.compile if row.compile is None else row.compile,
-                           cfg.channels_last, device, f"{cfg.source}: precision")
+                           cfg.channels_last if row.channels_last is None else row.channels_last, device,
+                           f"{cfg.source}: precision", bound=bound)
 
 
 class _Runner:
@@ -281,12 +284,13 @@ def run_bench(cfg: BenchConfig, out_dir: str | Path, progress: bool = True, comm
     runtime = row_runtime(cfg, BenchRow("", "ddim", 1, "leading"), device)  # the grid's (a bad precision fails here)
     for r in rows:
         row_runtime(cfg, r, device)
+    bound_runtime = row_runtime(cfg, BenchRow("", "ddim", 1, "leading"), device, bound=True)  # bits/dim: auto is fp32
     prepare_bench_dir(out_dir)  # every input is checked: create it
     scorer = make_scorer(ckpts[rows[0].checkpoint].cfg.data, cfg, device)
-    env = environment(device, runtime)
+    env = environment(device, runtime, bound_runtime if cfg.bpd else None)
     (out_dir / "samples").mkdir(exist_ok=True)
     results = [_data_row(cfg, scorer, out_dir)]
-    bpd = _bits_per_dim(cfg, ckpts, scorer.reference.x, device, progress, runtime) if cfg.bpd else {}
+    bpd = _bits_per_dim(cfg, ckpts, scorer.reference.x, device, progress, bound_runtime) if cfg.bpd else {}
     bar = tqdm(rows, desc="bench", disable=not progress, dynamic_ncols=True)
     runner = _Runner(cfg, ckpts, scorer, device, out_dir, bar)
     for row in bar:
