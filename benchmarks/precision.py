@@ -21,7 +21,8 @@ seeds 0 and 1 in one bench (mean and std over the seeds): the demo's default is 
 
 train: `trilemma train configs/fmnist-cpu-ddpm.yaml` for --train-steps and for 20 steps in each setting; the step time
 is the difference over the difference in steps (start-up and compilation, from empty caches in both, cancel), and the final loss is the trained
-EMA model's L_simple on 1,024 fixed test images and noises, the same for every setting (float32 evaluation).
+EMA model's L_simple on 1,024 fixed test images and noises, the same for every setting (float32 evaluation). A
+setting that train.compile's gradient check refuses is recorded as refused, with the reason.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pathlib import Path
 import torch
 
 from trilemma.config import load_config
+from trilemma.errors import TrilemmaError
 from trilemma.families import build_family
 from trilemma.runtime import Runtime, check_precision
 
@@ -194,8 +196,16 @@ def train(args) -> dict:
             torch._dynamo.reset()
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-")
             t0 = time.perf_counter()
-            run(cfg, d, progress=False)
+            try:
+                run(cfg, d, progress=False)
+            except TrilemmaError as e:  # train.compile's gradient check refused a miscompiled network
+                walls = None
+                out[name] = {"refused": str(e)}
+                print(name, out[name], flush=True)
+                break
             walls[steps] = time.perf_counter() - t0
+        if walls is None:
+            continue
         rate = (args.train_steps - 20) / (walls[args.train_steps] - walls[20])
         out[name] = {"steps_per_second": rate, "wall": walls,
                      "final_loss": _final_loss(Path(args.out) / f"train-{name.replace(' + ', '-')}-{args.train_steps}" / "checkpoint")}

@@ -225,3 +225,46 @@ def test_compiled_training_is_eager_training(tmp_path):
     compiled, _ = _train_toy(tmp_path, "compiled", compile=True)
     for k in eager:
         torch.testing.assert_close(compiled[k], eager[k], rtol=0, atol=1e-5)
+
+
+class _ZeroGradients(torch.nn.Module):
+    """A stand-in for a miscompiled network: the same parameters and forward values, but zero gradients (what
+    torch.compile gave most layers of the fmnist UNet, BENCHMARKS.md)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, t):
+        return self.net(x, t).detach() + 0 * sum(p.sum() for p in self.net.parameters())
+
+
+def test_a_miscompiled_backward_is_refused_and_a_correct_one_passes(tmp_path):
+    import contextlib
+
+    from helpers import write_config
+    from trilemma.config import load_config
+    from trilemma.training import ShardedRNG, check_compiled_gradients, phase_parameters
+
+    cfg = load_config(write_config(tmp_path / "toy.yaml", TOY))
+    torch.manual_seed(0)
+    fam = build_family(cfg, (2,))
+    x = torch.randn(64, 2)
+    (phase, names), = fam.phases.items()
+    params = phase_parameters(fam.modules, names)
+    args = (phase, x, lambda: ShardedRNG(5, 0, 1, CPU), contextlib.nullcontext)
+    good = torch.nn.ModuleDict({"net": torch.compile(fam.modules["net"])})
+    check_compiled_gradients(fam, fam.modules, good, [], params, *args)  # compiled, correct: passes
+    bad = torch.nn.ModuleDict({"net": _ZeroGradients(fam.modules["net"])})
+    with pytest.raises(TrilemmaError, match=r"train.compile: torch.compile's gradient of net\.\S+ is off by 1\.00"):
+        check_compiled_gradients(fam, fam.modules, bad, [], params, *args)
+
+
+def test_compiled_training_of_a_loss_that_needs_double_backward_is_refused(tmp_path):
+    """DDGAN's R1 penalty differentiates a gradient; compiled networks cannot (torch 2.13): one line, no run dir."""
+    from helpers import TOY_GAN, write_config
+
+    path = write_config(tmp_path / "gan.yaml", {**TOY_GAN, "train": {**TOY_GAN["train"], "compile": True}})
+    res = run("train", path, "--out", tmp_path / "g", "--quiet")
+    assert_one_line_error(res, "train.compile", "gradient of a gradient")
+    assert not (tmp_path / "g").exists()

@@ -142,8 +142,8 @@ class TrainConfig:
     save_every: int = 2000  # checkpoint interval (steps); a final checkpoint is always written
     mixed_precision: str = "no"  # no | fp16 | bf16: Accelerate's autocast of the trained networks (fp16 needs a GPU);
     # weights, optimizer moments, EMAs and checkpoints stay float32
-    compile: bool = False  # torch.compile the trained networks (Accelerate's dynamo backend, inductor); experimental:
-    # on fmnist-cpu-ddpm its training drifts from eager training (BENCHMARKS.md, issue 23)
+    compile: bool = False  # torch.compile the trained networks (Accelerate's dynamo backend, inductor); the first
+    # batch's gradients are checked against eager mode's and a miscompiled network is refused (BENCHMARKS.md, issue 23)
     tracker: str = "none"  # none | tensorboard
 
 

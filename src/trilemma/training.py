@@ -120,6 +120,45 @@ def phase_parameters(modules: nn.ModuleDict, names) -> list[nn.Parameter]:
     return [p for n in names for p in modules[n].parameters()]
 
 
+def check_compiled_gradients(family, eager: nn.ModuleDict, compiled: nn.ModuleDict, others: list[nn.Module],
+                              params: list[nn.Parameter], phase: str, x: torch.Tensor, rng_factory, autocast,
+                              tolerance: float = 0.25) -> None:
+    """train.compile: one phase's gradients on batch x, compiled modules against eager ones (the same parameters,
+    the same random draws from `rng_factory()`), before any step. torch 2.13's inductor gave the fmnist-cpu-ddpm
+    UNet2DModel a forward equal to eager's and a backward with zero gradients for most of its layers (BENCHMARKS.md,
+    issue 23); a network it miscompiles so is refused in one line, not trained wrong, and so is a loss that needs
+    double backward through a compiled network. A parameter fails when its
+    gradient (of norm at least 1e-4 of the largest) is off by more than `tolerance`, relative: far above the rounding
+    of fused float32 or bf16 arithmetic, far below a missing gradient (1.0)."""
+    names = {id(p): n for n, p in eager.named_parameters()}
+    params = [p for p in params if p.requires_grad]
+    grads = {}
+    for kind, mods in (("eager", eager), ("compiled", compiled)):
+        try:
+            with frozen(others), autocast():
+                loss = family.loss(phase, mods, x, rng_factory(), 0).mean()
+            grads[kind] = torch.autograd.grad(loss, params, allow_unused=True)
+        except RuntimeError as e:
+            if kind == "compiled" and "double backward" in str(e):
+                raise TrilemmaError(
+                    f"train.compile: the {phase} loss takes a gradient of a gradient (a GAN's R1 penalty, VDM's "
+                    f"dgamma/dt), which torch {torch.__version__}'s compiled networks cannot give; train without "
+                    "train.compile") from None
+            raise
+    norms = [0.0 if g is None else g.float().norm().item() for g in grads["eager"]]
+    floor = 1e-4 * max(norms, default=0.0)
+    for p, ge, gc, n in zip(params, grads["eager"], grads["compiled"], norms):
+        if n <= floor or n == 0.0:
+            continue
+        gc = torch.zeros_like(ge) if gc is None else gc
+        rel = ((gc.float() - ge.float()).norm() / n).item()
+        if rel > tolerance:
+            raise TrilemmaError(
+                f"train.compile: torch.compile's gradient of {names.get(id(p), 'a parameter')} is off by {rel:.2f} "
+                f"(relative) from eager mode's on the first batch; torch {torch.__version__} miscompiles this "
+                "network's backward, so train it without train.compile")
+
+
 @contextlib.contextmanager
 def frozen(frozen: list[nn.Module]):
     """requires_grad off for the trainable parameters of `frozen`, restored on exit."""
@@ -426,6 +465,11 @@ class _Run:
         self.modules.train()
         while self.step < tc.steps:
             x = next(self.loader).to(self.device)
+            if tc.compile and self.step == s0 and acc.num_processes == 1:  # (a DDP module's hooks want backward)
+                seed = tc.seed + 2
+                for phase, (_, compiled, others, params) in views.items():
+                    check_compiled_gradients(self.family, self.modules, compiled, others, params, phase, x,
+                                             lambda: ShardedRNG(seed, 0, 1, self.device), acc.autocast)
             logs = self._step(x, views)
             for k, v in logs.items():
                 smooth[k] = v if k not in smooth else 0.98 * smooth[k] + 0.02 * v
