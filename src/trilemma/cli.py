@@ -164,6 +164,12 @@ def runtime_flags(command):
                              f"fp32 elsewhere, and fp32 for bits/dim [default: {DEFAULT_PRECISION}].")(command)
 
 
+def _runtime_overrides(precision, compile_, channels_last) -> dict:
+    """The runtime flags a command was given, as bench grid keys (a flag not given keeps the grid's setting)."""
+    given = {"precision": precision, "compile": compile_, "channels_last": channels_last}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _runtime(precision, compile_, channels_last, device, bound=False):
     """The checked `runtime.Runtime` of a command's flags (None: the defaults; `bound`: for a variational bound)."""
     from .runtime import DEFAULT_COMPILE, DEFAULT_PRECISION, resolve_runtime
@@ -366,12 +372,11 @@ def eval_(ckpt, bpd, recon, split, draws, num, batch_size, seed, json_out, devic
         atomic_write_text(json_out, json.dumps(res, indent=2))
 
 
-def _eval_recon(ck, split, num, batch_size, device, quiet, runtime=None) -> dict:
+def _eval_recon(ck, split, num, batch_size, device, quiet, runtime) -> dict:
     """`trilemma eval --recon`: print and return an autoencoder's reconstruction metrics on a split."""
     from .data import describe, load_dataset
     from .loading import autoencoder_from_checkpoint
     from .families.autoencoder import evaluate_reconstruction
-    from .runtime import Runtime
 
     ae = autoencoder_from_checkpoint(ck, device, "--recon: ")
     data = load_dataset(ck.cfg.data, split)
@@ -379,7 +384,7 @@ def _eval_recon(ck, split, num, batch_size, device, quiet, runtime=None) -> dict
     t0 = time.perf_counter()
     res = evaluate_reconstruction(ae, x, data.name, batch_size, device, progress=not quiet, runtime=runtime)
     res.update(checkpoint=str(ck.path), step=ck.meta.get("step"), split=split, data=describe(data),
-               seconds=time.perf_counter() - t0, runtime=(runtime or Runtime()).to_dict())
+               seconds=time.perf_counter() - t0, runtime=runtime.to_dict())
     c, h, w = res["latent_shape"]
     click.echo(f"autoencoder {ck.path} (step {res['step']}): {data.name} {split} split, {res['images']} images "
                f"({res['seconds']:.1f} s); latents {c}x{h}x{w}, latent scale {res['latent_scale']:.4f}")
@@ -420,9 +425,7 @@ def bench(grid, out, num_samples, seeds, device, precision, compile_, channels_l
             raise TrilemmaError(f"--seeds: expected comma-separated integers, got {seeds!r}") from None
     if device is not None:
         overrides["device"] = device
-    for key, value in (("precision", precision), ("compile", compile_), ("channels_last", channels_last)):
-        if value is not None:  # the grid's own setting (or the default) otherwise
-            overrides[key] = value
+    overrides |= _runtime_overrides(precision, compile_, channels_last)
     cfg = load_grid(grid, overrides)
     out = Path(out) if out else Path("runs") / f"bench-{Path(grid).stem}"
     summary = run_bench(cfg, out, progress=not quiet, command=_command_line())
@@ -467,9 +470,8 @@ def demo(out, retrain, num_samples, device, precision, compile_, channels_last, 
     out = Path(out)
     shipped = {name: shipped_checkpoint(name) for name in SHIPPED}
     ckpts = {name: out / name / "checkpoint" for name in SHIPPED} if retrain else shipped
-    runtime = {k: v for k, v in (("precision", precision), ("compile", compile_), ("channels_last", channels_last))
-               if v is not None}
-    cfg = config_from_dict(demo_grid(ckpts, num_samples, device) | runtime, "demo")  # checked before anything runs
+    cfg = config_from_dict(demo_grid(ckpts, num_samples, device) | _runtime_overrides(precision, compile_, channels_last),
+                           "demo")  # checked before anything runs
     resolve_device(device)
     check_bench_dir(out)
     if retrain:

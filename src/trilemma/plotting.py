@@ -99,9 +99,10 @@ def pareto_row_name(row: dict, sampler_names: dict) -> str:
     extra = "".join(f" {k}" if v is True else f" {k}={v:g}" for k, o in all_sampler_options().items()
                     if k != "eta" and (v := row.get(k)) is not None and v != o.default)
     # how the networks ran, where it is not the fp32 eager default layout
-    runtime = row.get("runtime") or {}
-    run = "".join(f" {v}" for v in (runtime.get("precision"),) if v not in (None, "fp32"))
-    run += " compile" * bool(runtime.get("compile")) + " channels_last" * bool(runtime.get("channels_last"))
+    from .runtime import Runtime
+
+    runtime = Runtime.from_dict(row.get("runtime"))
+    run = "" if runtime.is_default else f" {runtime.describe()}"
     return f"{row['label']} · {name} {row['steps']}{eta}{extra}{run}"
 
 

@@ -45,6 +45,12 @@ class Runtime:
         """What results files record beside every row."""
         return {"precision": self.precision, "compile": self.compile, "channels_last": self.channels_last}
 
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Runtime":
+        """The inverse of `to_dict`; a missing entry (results written before rows recorded it) is the default."""
+        d = d or {}
+        return cls(d.get("precision") or "fp32", bool(d.get("compile")), bool(d.get("channels_last")))
+
     def describe(self) -> str:
         """"bf16 + compile + channels_last", "fp32" for the default."""
         return " + ".join([self.precision] + ["compile"] * self.compile + ["channels_last"] * self.channels_last)

@@ -419,6 +419,17 @@ class _Run:
             opt.state.clear()
         self.family.start_round(raw, index)
 
+    def _check_compiled(self, views: dict, x: torch.Tensor) -> None:
+        """train.compile: every phase's compiled gradients on the first batch against eager ones
+        (`check_compiled_gradients`), from draws of their own, so the run's RNG and data order are untouched. One
+        process only: a DDP module's hooks expect a backward, not `autograd.grad`."""
+        if self.accelerator.num_processes > 1:
+            return
+        seed = self.cfg.train.seed + 2
+        for phase, (_, compiled, others, params) in views.items():
+            check_compiled_gradients(self.family, self.modules, compiled, others, params, phase, x,
+                                     lambda: ShardedRNG(seed, 0, 1, self.device), self.accelerator.autocast)
+
     def _step(self, x: torch.Tensor, views: dict) -> dict:
         """One optimizer step of every phase on batch x, then the EMAs; returns {"loss/<phase>": value}."""
         index, start, end = self._round(self.step)
@@ -465,11 +476,8 @@ class _Run:
         self.modules.train()
         while self.step < tc.steps:
             x = next(self.loader).to(self.device)
-            if tc.compile and self.step == s0 and acc.num_processes == 1:  # (a DDP module's hooks want backward)
-                seed = tc.seed + 2
-                for phase, (_, compiled, others, params) in views.items():
-                    check_compiled_gradients(self.family, self.modules, compiled, others, params, phase, x,
-                                             lambda: ShardedRNG(seed, 0, 1, self.device), acc.autocast)
+            if tc.compile and self.step == s0:
+                self._check_compiled(views, x)
             logs = self._step(x, views)
             for k, v in logs.items():
                 smooth[k] = v if k not in smooth else 0.98 * smooth[k] + 0.02 * v

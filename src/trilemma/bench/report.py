@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..paths import atomic_write_text
 from ..plotting import pareto_plot, pareto_row_name
+from ..runtime import Runtime
 from ..samplers import SAMPLER_INFO
 
 __all__ = ["SAMPLER_NAMES", "HEADERS", "BASE_COLUMNS", "METRIC_ORDER", "metric_columns", "markdown_table", "caption",
@@ -62,9 +63,7 @@ def _cell(r: dict, k: str) -> str:
 def runtime_name(r: dict) -> str:
     """How a row's networks ran (its `runtime` entry), as `runtime.Runtime.describe` writes it; "fp32" for rows
     written before rows recorded it."""
-    run = r.get("runtime") or {}
-    return " + ".join([run.get("precision") or "fp32"] + ["compile"] * bool(run.get("compile"))
-                      + ["channels_last"] * bool(run.get("channels_last")))
+    return Runtime.from_dict(r.get("runtime")).describe()
 
 
 def _runtimes(summary: dict) -> set[str]:
@@ -113,7 +112,7 @@ def caption(summary: dict) -> str:
     networks = f"networks in {next(iter(runs))}" if len(runs) == 1 else "networks as the table says"
     bound = e.get("bpd_runtime")
     if bound and any("bpd" in r for r in summary["rows"]):
-        networks += f" (bits/dim in {runtime_name({'runtime': bound})})"
+        networks += f" (bits/dim in {Runtime.from_dict(bound).describe()})"
     return (f"{summary['name']}: {summary['dataset']}, {summary['num_samples']} samples per row"
             f"{f' x {len(seeds)} seeds (mean ± std)' if len(seeds) > 1 else ''} against the {summary['reference']}; "
             f"seconds for all {summary['num_samples']} in batches of {summary['batch_size']} on {e['device']}, "

@@ -132,7 +132,8 @@ def generate_timed(den, decode, sample_shape, row: BenchRow, noise: torch.Tensor
 
 def _bits_per_dim(cfg: BenchConfig, ckpts: dict, reference: torch.Tensor, device, progress: bool, runtime) -> dict:
     """{checkpoint: {"bpd", "bpd_ci95"}} for every checkpoint whose family has a variational bound, on the
-    reference split (the same images and draws for each), its network under the grid's `runtime`; checkpoints
+    reference split (the same images and draws for each), its network under `runtime` (the grid's, resolved for a
+    bound: `auto` is fp32); checkpoints
     without one (ddgan) are left out."""
     from ..loading import bound_from_checkpoint, no_bound_reason
     from ..metrics.likelihood import evaluate_bound
